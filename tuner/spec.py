@@ -1,0 +1,446 @@
+"""The study file: YAML in, a validated :class:`StudySpec` out. Pure: no server, no database.
+
+Shape (every key but ``name``, ``model`` and ``workload`` has a default)::
+
+    name: demo-cpu
+    storage: sqlite:///studies/demo-cpu.db     # default: sqlite beside the study file, <name>.db
+    model: ./models/tiny                        # local folder (relative to the study file) or hub name
+    server:
+      command: [python, -m, vllm.entrypoints.openai.api_server]
+      args: {max-model-len: 2048}               # fixed flags for every trial
+      env: {}
+      host: 127.0.0.1
+      startup_timeout_s: 600
+    search:                                     # one entry per vLLM flag
+      gpu-memory-utilization: {low: 0.1, high: 0.5}
+      max-num-seqs: {low: 4, high: 256, log: true}
+      block-size: {choices: [16, 32, 64]}
+      quantization: {choices: [none, fp8, {name: awq, model: ./models/tiny-awq}]}
+    workload: {input_tokens: 256, output_tokens: 64, concurrency: 32, requests: 200, warmup_requests: 8}
+    slo: {ttft_p99_ms: 2000, itl_p99_ms: 100}
+    objectives: [maximize output_throughput, minimize ttft_p99]
+    sampler: tpe
+    n_trials: 6
+
+Errors are :class:`tuner.errors.SpecError`: one line naming the file, the key path and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuner.errors import SpecError
+
+FlagValue = bool | int | float | str | None
+
+DEFAULT_COMMAND = ["python", "-m", "vllm.entrypoints.openai.api_server"]
+
+#: metric names an objective or SLO may use, and whether larger is better
+OBJECTIVE_METRICS: dict[str, str] = {
+    "output_throughput": "maximize",
+    "total_throughput": "maximize",
+    "request_throughput": "maximize",
+    "goodput": "maximize",
+    "ttft_p50": "minimize",
+    "ttft_p90": "minimize",
+    "ttft_p99": "minimize",
+    "itl_p50": "minimize",
+    "itl_p90": "minimize",
+    "itl_p99": "minimize",
+    "tpot_p50": "minimize",
+    "tpot_p90": "minimize",
+    "tpot_p99": "minimize",
+    "e2e_p50": "minimize",
+    "e2e_p90": "minimize",
+    "e2e_p99": "minimize",
+}
+
+SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")
+_FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FloatRange(_Strict):
+    """A float flag searched in ``[low, high]``; ``log`` samples on a log scale; ``step`` quantises."""
+
+    kind: Literal["float"] = "float"
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatRange:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+
+class IntRange(_Strict):
+    """An integer flag searched in ``[low, high]``."""
+
+    kind: Literal["int"] = "int"
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> IntRange:
+        _check_range(self.low, self.high, self.log, self.step)
+        if self.log and self.step != 1:
+            raise ValueError("log and step cannot be used together")
+        return self
+
+
+class Checkpoint(_Strict):
+    """A choice that also swaps the served weights, e.g. a pre-quantized AWQ or GPTQ checkpoint."""
+
+    name: str
+    model: str
+
+
+Choice = bool | int | float | str | None | Checkpoint
+
+
+class Choices(_Strict):
+    """A flag searched over a list. ``none``/``null`` means "do not pass the flag" (vLLM's default)."""
+
+    kind: Literal["choice"] = "choice"
+    choices: list[Choice] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, v: list[Choice]) -> list[Choice]:
+        labels = [choice_label(c) for c in v]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"choices must be distinct, got {labels}")
+        return v
+
+    def labels(self) -> list[str | int | float | bool]:
+        """Optuna-safe labels (primitives), in file order."""
+        return [choice_label(c) for c in self.choices]
+
+    def value_of(self, label: object) -> Choice:
+        for c in self.choices:
+            if choice_label(c) == label:
+                return c
+        raise KeyError(label)
+
+
+def choice_label(c: Choice) -> str | int | float | bool:
+    """The primitive Optuna stores for a choice: ``None`` becomes ``"none"``, a checkpoint its name."""
+    if c is None:
+        return "none"
+    if isinstance(c, Checkpoint):
+        return c.name
+    return c
+
+
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("low and high must be finite numbers")
+    if low > high:
+        raise ValueError(f"low ({low}) must not exceed high ({high})")
+    if log and low <= 0:
+        raise ValueError("a log range needs low > 0")
+    if step is not None and step <= 0:
+        raise ValueError("step must be positive")
+
+
+SearchEntry = Annotated[FloatRange | IntRange | Choices, Field(discriminator="kind")]
+
+
+class ServerSpec(_Strict):
+    command: list[str] = Field(default_factory=lambda: list(DEFAULT_COMMAND), min_length=1)
+    args: dict[str, FlagValue] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    host: str = "127.0.0.1"
+    startup_timeout_s: float = Field(default=600.0, gt=0)
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("args")
+    @classmethod
+    def _flag_names(cls, v: dict[str, FlagValue]) -> dict[str, FlagValue]:
+        for k in v:
+            _check_flag_name(k)
+        return v
+
+
+class CapacitySpec(_Strict):
+    """Capacity mode: step the load up inside one server start, score the best step that meets the SLO."""
+
+    levels: list[float] | None = None  # concurrencies (or rates with request_rate); default: doubling
+    start: float = Field(default=1, gt=0)
+    factor: float = Field(default=2.0, gt=1)
+    max_level: float = Field(default=256, gt=0)
+    requests_per_step: int | None = Field(default=None, ge=1)  # default: max(4 x level, workload.requests / 4)
+    stop_factor: float = Field(default=2.0, ge=1)  # stop once a latency reaches stop_factor x its SLO limit
+
+
+class Workload(_Strict):
+    api: Literal["completions", "chat"] = "completions"
+    input_tokens: int = Field(gt=0)
+    output_tokens: int = Field(gt=0)
+    shared_prefix_tokens: int = Field(default=0, ge=0)  # common system prompt (prefix caching)
+    concurrency: int | None = Field(default=None, gt=0)
+    request_rate: float | None = Field(default=None, gt=0)  # Poisson arrivals, req/s
+    requests: int | None = Field(default=None, gt=0)
+    duration_s: float | None = Field(default=None, gt=0)
+    warmup_requests: int = Field(default=8, ge=0)
+    mode: Literal["capacity", "fixed"] = "capacity"
+    capacity: CapacitySpec = Field(default_factory=CapacitySpec)
+    max_failed_fraction: float = Field(default=0.05, ge=0, le=1)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    tokenizer: str | None = None  # default: the model
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> Workload:
+        if self.concurrency is not None and self.request_rate is not None:
+            raise ValueError("give concurrency or request_rate, not both")
+        if self.requests is None and self.duration_s is None:
+            raise ValueError("give requests or duration_s")
+        if self.requests is not None and self.duration_s is not None:
+            raise ValueError("give requests or duration_s, not both")
+        if self.shared_prefix_tokens >= self.input_tokens:
+            raise ValueError("shared_prefix_tokens must be smaller than input_tokens")
+        if self.mode == "fixed" and self.concurrency is None and self.request_rate is None:
+            raise ValueError("fixed mode needs concurrency or request_rate")
+        return self
+
+
+class Slo(_Strict):
+    """Latency limits in milliseconds. A trial is feasible when every given limit holds."""
+
+    ttft_p99_ms: float | None = Field(default=None, gt=0)
+    itl_p99_ms: float | None = Field(default=None, gt=0)
+    tpot_p99_ms: float | None = Field(default=None, gt=0)
+    e2e_p99_ms: float | None = Field(default=None, gt=0)
+    ttft_p90_ms: float | None = Field(default=None, gt=0)
+    itl_p90_ms: float | None = Field(default=None, gt=0)
+
+    def limits(self) -> dict[str, float]:
+        """``{"ttft_p99": 2000.0, ...}`` for the limits that are set (metric name without ``_ms``)."""
+        return {k.removesuffix("_ms"): v for k, v in self.model_dump().items() if v is not None}
+
+
+class Objective(_Strict):
+    direction: Literal["maximize", "minimize"]
+    metric: str
+
+
+class StudySpec(_Strict):
+    name: str = Field(min_length=1)
+    storage: str | None = None
+    model: str = Field(min_length=1)
+    served_model_name: str | None = None
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    search: dict[str, SearchEntry] = Field(default_factory=dict)
+    workload: Workload
+    slo: Slo = Field(default_factory=Slo)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [
+            Objective(direction="maximize", metric="output_throughput"),
+            Objective(direction="minimize", metric="ttft_p99"),
+        ],
+        min_length=1,
+        max_length=3,
+    )
+    sampler: Literal["tpe", "gp", "nsga2", "random", "grid"] = "tpe"
+    n_trials: int = Field(default=20, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    baseline: bool = True
+    seed: int | None = 0
+    results_dir: str | None = None  # per-trial logs; default: <study file dir>/<name>.runs
+    source: str | None = None  # the file this came from (set by the loader)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError("name may use letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("search")
+    @classmethod
+    def _search_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            _check_flag_name(k)
+        return v
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _parse_objectives(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        return [parse_objective(o) if isinstance(o, str) else o for o in v]
+
+    @model_validator(mode="after")
+    def _cross(self) -> StudySpec:
+        both = set(self.search) & set(self.server.args)
+        if both:
+            raise ValueError(f"flags both fixed in server.args and searched: {sorted(both)}")
+        for o in self.objectives:
+            if o.metric not in OBJECTIVE_METRICS:
+                raise ValueError(f"unknown objective metric {o.metric!r}; known: {', '.join(OBJECTIVE_METRICS)}")
+            if OBJECTIVE_METRICS[o.metric] != o.direction:
+                raise ValueError(f"{o.metric} can only be {OBJECTIVE_METRICS[o.metric]}d")
+        if len({o.metric for o in self.objectives}) != len(self.objectives):
+            raise ValueError("objectives must be distinct")
+        for k, entry in self.search.items():
+            if isinstance(entry, Choices) and any(isinstance(c, Checkpoint) for c in entry.choices):
+                if k != "quantization":
+                    raise ValueError(f"search.{k}: only quantization choices may name a checkpoint")
+        if "gpu-memory-utilization" in self.search:
+            e = self.search["gpu-memory-utilization"]
+            if isinstance(e, FloatRange) and not (0 < e.low and e.high <= 1):
+                raise ValueError("search.gpu-memory-utilization: must lie in (0, 1]")
+        gmu = self.server.args.get("gpu-memory-utilization")
+        if isinstance(gmu, int | float) and not isinstance(gmu, bool) and not 0 < gmu <= 1:
+            raise ValueError("server.args.gpu-memory-utilization: must lie in (0, 1]")
+        return self
+
+    @property
+    def direction_names(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+
+def parse_objective(text: str) -> dict[str, str]:
+    """``"maximize output_throughput"`` -> ``{"direction": "maximize", "metric": "output_throughput"}``."""
+    parts = text.split()
+    if len(parts) != 2 or parts[0] not in ("maximize", "minimize"):
+        raise ValueError(f"objective {text!r} must read 'maximize METRIC' or 'minimize METRIC'")
+    return {"direction": parts[0], "metric": parts[1]}
+
+
+def _check_flag_name(name: str) -> None:
+    if name.startswith("-"):
+        raise ValueError(f"flag {name!r}: write it without leading dashes")
+    if not _FLAG_RE.match(name):
+        raise ValueError(f"flag {name!r}: vLLM flags are lower-case words joined by '-'")
+    if name in ("model", "port", "host"):
+        raise ValueError(f"flag {name!r} is set by tuner itself")
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("float", "int", "choice") or part.startswith("function-") or "[" in part:
+            continue  # pydantic's union branch names are noise for a person
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def spec_from_dict(data: Any, source: str = "<study>") -> StudySpec:
+    """Validate a parsed study file. ``source`` names it in errors."""
+    if data is None:
+        raise SpecError(source, "", "the study file is empty")
+    if not isinstance(data, dict):
+        raise SpecError(source, "", f"expected a mapping at the top level, got {type(data).__name__}")
+    data = dict(data)
+    search = data.get("search")
+    if isinstance(search, dict):
+        data["search"] = {k: _tag_entry(v) for k, v in search.items()}
+    data["source"] = source
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _key_path(err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        raise SpecError(source, key, msg) from None
+
+
+def _tag_entry(v: Any) -> Any:
+    """Give each search entry its ``kind`` so pydantic names one branch in its errors."""
+    if not isinstance(v, dict) or "kind" in v:
+        return v
+    if "choices" in v:
+        return {"kind": "choice", **v}
+    values = [v.get("low"), v.get("high"), v.get("step")]
+    nums = [x for x in values if x is not None]
+    if nums and all(isinstance(x, int) and not isinstance(x, bool) for x in nums):
+        return {"kind": "int", **v}
+    return {"kind": "float", **v}
+
+
+def load_spec(path: str | os.PathLike[str]) -> StudySpec:
+    """Read and validate a study file. Raises :class:`SpecError` with a one-line reason."""
+    p = Path(path)
+    name = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(name, "", "no such file") from None
+    except IsADirectoryError:
+        raise SpecError(name, "", "is a directory, not a study file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(name, "", f"cannot read: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(name, where, f"malformed YAML: {problem}") from None
+    return spec_from_dict(data, source=name)
+
+
+def study_dir(spec: StudySpec) -> Path:
+    """The folder relative paths in the study file are resolved against."""
+    return Path(spec.source).resolve().parent if spec.source and spec.source != "<study>" else Path.cwd()
+
+
+def resolve_model(spec: StudySpec, model: str | None = None) -> str:
+    """A local folder is made absolute: looked up beside the study file first, then in the working
+    directory. Anything else (a hub name such as ``meta-llama/Llama-3.1-8B-Instruct``) is unchanged."""
+    m = model or spec.model
+    p = Path(m).expanduser()
+    for base in (study_dir(spec), Path.cwd()):
+        cand = p if p.is_absolute() else base / p
+        if cand.exists():
+            return str(cand.resolve())
+    if m.startswith(("./", "../", "/", "~")):
+        return str((study_dir(spec) / p).resolve())  # a path that does not exist: preflight says so
+    return m
+
+
+def default_storage(spec: StudySpec) -> str:
+    """The storage URL: the file's ``storage`` (a relative sqlite path is taken from the study file's
+    folder), else ``sqlite:///<study dir>/<name>.db``."""
+    if spec.storage is None:
+        return f"sqlite:///{study_dir(spec) / (spec.name + '.db')}"
+    url = spec.storage
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url.removeprefix("sqlite:///")
+        if rel and rel != ":memory:":
+            return f"sqlite:///{(Path.cwd() / rel).resolve()}"
+    return url
+
+
+def runs_dir(spec: StudySpec) -> Path:
+    """Where per-trial server logs go."""
+    if spec.results_dir:
+        return (study_dir(spec) / spec.results_dir).resolve()
+    return study_dir(spec) / f"{spec.name}.runs"
