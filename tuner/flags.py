@@ -12,6 +12,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -82,7 +83,7 @@ def trial_flags(spec: StudySpec, params: Mapping[str, Param]) -> tuple[dict[str,
 def build_plan(spec: StudySpec, params: Mapping[str, Param], port: int, host: str | None = None) -> ServerPlan:
     """The argv for one trial: ``command`` + model + host/port + fixed args + params."""
     flags, model = trial_flags(spec, params)
-    command = list(spec.server.command)
+    command = resolve_command(spec.server.command)
     if model_position(command) == "positional":
         argv = [*command, model]
     else:
@@ -92,6 +93,14 @@ def build_plan(spec: StudySpec, params: Mapping[str, Param], port: int, host: st
     argv += ["--host", host or spec.server.host, "--port", str(port)]
     argv += flag_args(flags)
     return ServerPlan(argv=argv, model=model, flags=flags)
+
+
+def resolve_command(command: Sequence[str]) -> list[str]:
+    """``python``/``python3`` as the first word means the interpreter running tuner (its venv has vLLM)."""
+    cmd = list(command)
+    if cmd and cmd[0] in ("python", "python3"):
+        cmd[0] = sys.executable
+    return cmd
 
 
 def shell_command(argv: Sequence[str]) -> str:

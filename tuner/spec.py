@@ -259,7 +259,9 @@ class StudySpec(_Strict):
     sampler: Literal["tpe", "gp", "nsga2", "random", "grid"] = "tpe"
     n_trials: int = Field(default=20, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
-    baseline: bool = True
+    #: trial 0: ``true`` = vLLM's defaults for every searched flag; a mapping = defaults except these flags
+    #: (e.g. ``{gpu-memory-utilization: 0.3}`` on the CPU build, whose default 0.92 cannot start); ``false`` = none
+    baseline: bool | dict[str, FlagValue] = True
     seed: int | None = 0
     results_dir: str | None = None  # per-trial logs; default: <study file dir>/<name>.runs
     source: str | None = None  # the file this came from (set by the loader)
@@ -305,6 +307,11 @@ class StudySpec(_Strict):
             e = self.search["gpu-memory-utilization"]
             if isinstance(e, FloatRange) and not (0 < e.low and e.high <= 1):
                 raise ValueError("search.gpu-memory-utilization: must lie in (0, 1]")
+        if isinstance(self.baseline, dict):
+            for k in self.baseline:
+                _check_flag_name(k)
+                if k in self.server.args:
+                    raise ValueError(f"baseline.{k}: already fixed in server.args")
         gmu = self.server.args.get("gpu-memory-utilization")
         if isinstance(gmu, int | float) and not isinstance(gmu, bool) and not 0 < gmu <= 1:
             raise ValueError("server.args.gpu-memory-utilization: must lie in (0, 1]")

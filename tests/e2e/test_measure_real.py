@@ -1,0 +1,91 @@
+"""One real measurement: the CPU build of vLLM on the tiny model, through the `tuner measure` command.
+
+The client's figures are checked against vLLM's own Prometheus histograms over the same requests:
+
+* generated tokens must match exactly (both count the same measured requests' output tokens);
+* mean ITL within 25 %: the server stamps tokens as the engine emits them, the client as the chunks arrive;
+  on 2 shared cores the HTTP/detokenize path adds jitter to single gaps, not to their mean;
+* mean TTFT: the client's includes what the server's histogram does not (HTTP, tokenisation, the API
+  server's queue before the engine sees the request), so it must be >= the server's minus 5 ms of clock
+  slack and at most the server's + 50 % + 100 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import CPU_GMU
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+
+def _study(tmp_path: Path, model: Path, command: list[str]) -> Path:
+    doc = {
+        "name": "measure-e2e",
+        "model": str(model),
+        "server": {
+            "command": command,
+            "args": {"max-model-len": 512, "gpu-memory-utilization": CPU_GMU},
+            "startup_timeout_s": 600,
+        },
+        "search": {"max-num-seqs": {"low": 2, "high": 64, "log": True}},
+        "workload": {
+            "mode": "fixed",
+            "input_tokens": 64,
+            "output_tokens": 16,
+            "concurrency": 8,
+            "requests": 48,
+            "warmup_requests": 4,
+        },
+        "slo": {"ttft_p99_ms": 5000, "itl_p99_ms": 1000},
+        "results_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _leftover(model: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(model) in line and "pytest" not in line]
+
+
+def test_measure_real_vllm(tmp_path: Path, tiny_model: Path, vllm_command: list[str]) -> None:
+    study = _study(tmp_path, tiny_model, vllm_command)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner", "measure", str(study), "--set", "max-num-seqs=16", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["status"] == "ok"
+    assert "--max-num-seqs" in out["argv"] and out["argv"][out["argv"].index("--max-num-seqs") + 1] == "16"
+    assert Path(out["log"]).is_file()
+    m = out["metrics"]
+    assert m["completed"] == 48 and m["failed"] == 0
+    assert m["generated_tokens_total"] == 48 * 16
+    assert m["prompt_tokens_total"] == 48 * 64  # exact prompt lengths, as the server counted them
+    assert m["output_throughput_tok_s"] > 0
+    assert m["total_throughput_tok_s"] > m["output_throughput_tok_s"]
+    for key in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"):
+        d = m[key]
+        assert 0 < d["p50"] <= d["p90"] <= d["p99"], (key, d)
+    assert m["e2e_ms"]["p50"] > m["ttft_ms"]["p50"]
+
+    agree = out["server_metrics"]["agreement"]
+    print(json.dumps(agree, indent=2))
+    assert agree["server_generation_tokens"] == agree["client_generation_tokens"] == 48 * 16
+    assert agree["server_requests"] == 48
+    s_itl, c_itl = agree["server_itl_mean_ms"], agree["client_itl_mean_ms"]
+    assert abs(c_itl - s_itl) <= 0.25 * s_itl, (c_itl, s_itl)
+    s_ttft, c_ttft = agree["server_ttft_mean_ms"], agree["client_ttft_mean_ms"]
+    assert s_ttft - 5 <= c_ttft <= 1.5 * s_ttft + 100, (c_ttft, s_ttft)
+    assert not _leftover(tiny_model), _leftover(tiny_model)

@@ -1,0 +1,290 @@
+"""One trial, end to end: params -> argv -> server -> load -> summary (+ telemetry) -> :class:`TrialResult`.
+
+Contract of :func:`run_trial`:
+
+* it never raises for a configuration that fails: the result's ``status`` says how (``infeasible`` by a
+  rule before launch, ``oom``/``invalid_config``/``startup_timeout`` at start, ``crashed`` when the server
+  died under load, ``load_errors`` when too many requests failed);
+* the server is always stopped (its whole process group) before it returns or raises;
+* ``KeyboardInterrupt`` propagates after the server is stopped, so the caller can mark the trial interrupted.
+
+With ``url`` it measures an already running server and starts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tuner import capacity
+from tuner.errors import TrialFailure
+from tuner.failures import INFEASIBLE
+from tuner.flags import Param, build_plan, trial_flags
+from tuner.load.client import Target
+from tuner.load.prompts import Prompt, Tokenizer, build_prompts, load_tokenizer
+from tuner.load.records import RequestRecord
+from tuner.load.runner import LoadPlan, run_load
+from tuner.metrics import Summary, summarize
+from tuner.progress import NullReporter, Reporter
+from tuner.spec import StudySpec
+from tuner.trial import TrialResult
+
+
+def run_trial(
+    spec: StudySpec,
+    params: Mapping[str, Param],
+    *,
+    log_dir: Path,
+    runtime_dir: Path,
+    reporter: Reporter | None = None,
+    url: str | None = None,
+    trial_name: str = "trial",
+) -> TrialResult:
+    """Measure one configuration (see the module docstring for the contract)."""
+    rep = reporter or NullReporter()
+    started = time.time()
+    flags, model = trial_flags(spec, params)
+    if url is not None:
+        return _finish(_measure_url(spec, url, model, rep), started)
+
+    rep.phase("checking")
+    from tuner.space import prelaunch_violation
+
+    reason = prelaunch_violation(flags)
+    plan0 = build_plan(spec, params, port=0)
+    if reason:
+        return _finish(TrialResult(status=INFEASIBLE, argv=plan0.argv, message=reason, flags=flags), started)
+
+    from tuner.server import start_server
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{trial_name}.server.log"
+    rep.phase("starting server")
+    result = TrialResult(status="ok", log_path=str(log_path), flags=dict(flags))
+    try:
+        with start_server(
+            lambda port: build_plan(spec, params, port=port).argv,
+            host=spec.server.host,
+            env=dict(spec.server.env),
+            log_path=log_path,
+            runtime_dir=runtime_dir,
+            startup_timeout_s=spec.server.startup_timeout_s,
+            stop_timeout_s=spec.server.stop_timeout_s,
+        ) as server:
+            result.argv = list(server.argv)
+            result.startup_s = server.startup_s
+            target = Target(base_url=server.url, model=spec.served_model_name or model, api=spec.workload.api)
+            try:
+                _measure_into(result, spec, target, model, rep, alive=server.alive)
+            finally:
+                rep.phase("stopping")
+            if not server.alive():
+                result.status = "crashed"
+                result.message = _reason_from_tail(server.log_tail(40)) or "the server died under load"
+                result.log_tail = server.log_tail(40)
+    except TrialFailure as e:
+        result.status = e.failure
+        result.message = str(e).split(": ", 1)[-1]
+        result.log_tail = list(e.log_tail)
+        if not result.argv:
+            result.argv = plan0.argv
+    return _finish(result, started)
+
+
+def _measure_url(spec: StudySpec, url: str, model: str, rep: Reporter) -> TrialResult:
+    result = TrialResult(status="ok", argv=[], log_path=None)
+    target = Target(base_url=url.rstrip("/"), model=spec.served_model_name or model, api=spec.workload.api)
+    _measure_into(result, spec, target, model, rep, alive=lambda: True)
+    return result
+
+
+def _finish(result: TrialResult, started: float) -> TrialResult:
+    result.started_at = started
+    result.ended_at = time.time()
+    return result
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(name: str) -> Tokenizer:
+    return load_tokenizer(name)
+
+
+@functools.lru_cache(maxsize=8)
+def _prompts(name: str, count: int, input_tokens: int, shared: int, seed: int, api: str) -> tuple[Prompt, ...]:
+    return tuple(
+        build_prompts(_tokenizer(name), count, input_tokens, shared_prefix_tokens=shared, seed=seed, api=api)
+    )
+
+
+def _measure_into(
+    result: TrialResult,
+    spec: StudySpec,
+    target: Target,
+    model: str,
+    rep: Reporter,
+    alive: Any,
+) -> None:
+    """Run the workload against ``target`` and fill ``result`` (summary, steps, status, agreement)."""
+    w = spec.workload
+    slo = spec.slo.limits()
+    n_prompts = 256 if w.requests is None else min(max(w.requests, 64), 1024)
+    prompts = list(_prompts(w.tokenizer or model, n_prompts, w.input_tokens, w.shared_prefix_tokens, w.seed, w.api))
+    steps, before, after = asyncio.run(_drive(spec, target, prompts, rep, alive))
+    result.steps = steps
+    if w.mode == "capacity":
+        idx = capacity.scored_step(steps, slo, w.max_failed_fraction)
+        result.scored_step = idx
+        result.summary = steps[idx]
+    else:
+        result.summary = steps[0]
+    result.server_metrics.update(_agreement(before, after, steps))
+    if all(s.failed_fraction > w.max_failed_fraction for s in steps) and alive():
+        result.status = "load_errors"
+        first = next((e for s in steps for e in s.errors), "")
+        result.message = f"{steps[-1].failed} of {steps[-1].failed + steps[-1].completed} requests failed: {first}"
+
+
+async def _drive(
+    spec: StudySpec, target: Target, prompts: list[Prompt], rep: Reporter, alive: Any
+) -> tuple[list[Summary], str | None, str | None]:
+    w = spec.workload
+    slo = spec.slo.limits()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        warm = LoadPlan(
+            output_tokens=w.output_tokens,
+            concurrency=max(1, min(w.warmup_requests, w.concurrency or w.warmup_requests or 1)),
+            requests=w.warmup_requests,
+            request_timeout_s=w.request_timeout_s,
+            seed=w.seed,
+        )
+        if w.warmup_requests:
+            rep.phase("warm-up", f"{w.warmup_requests} requests")
+            await run_load(target, prompts, warm, session=session)
+        before = await _scrape(session, target.base_url)
+        steps: list[Summary] = []
+        if w.mode == "fixed":
+            plan = LoadPlan(
+                output_tokens=w.output_tokens,
+                concurrency=w.concurrency,
+                request_rate=w.request_rate,
+                requests=w.requests,
+                duration_s=w.duration_s,
+                request_timeout_s=w.request_timeout_s,
+                seed=w.seed,
+            )
+            rep.phase("load", _describe(plan))
+            records = await run_load(target, prompts, plan, session=session)
+            steps.append(summarize(records, slo, load=_load_info(plan)))
+        else:
+            is_rate = w.request_rate is not None
+            for i, level in enumerate(capacity.levels(w.capacity)):
+                n = capacity.step_requests(level, w.requests, w.capacity, is_rate)
+                plan = LoadPlan(
+                    output_tokens=w.output_tokens,
+                    concurrency=None if is_rate else max(1, int(level)),
+                    request_rate=level if is_rate else None,
+                    requests=None if w.duration_s else n,
+                    duration_s=w.duration_s,
+                    request_timeout_s=w.request_timeout_s,
+                    seed=w.seed + i,
+                )
+                rep.phase("load", f"step {i + 1}: {_describe(plan)}")
+                records: list[RequestRecord] = await run_load(target, _rotate(prompts, i), plan, session=session)
+                steps.append(summarize(records, slo, load=_load_info(plan)))
+                if not alive():
+                    break
+                if capacity.should_stop(steps, slo, w.capacity.stop_factor, w.max_failed_fraction):
+                    break
+        after = await _scrape(session, target.base_url)
+    return steps, before, after
+
+
+def _rotate(prompts: list[Prompt], i: int) -> list[Prompt]:
+    """A different starting prompt per step, so a step does not replay the last one's prompts."""
+    k = (i * 37) % len(prompts) if prompts else 0
+    return prompts[k:] + prompts[:k]
+
+
+def _describe(plan: LoadPlan) -> str:
+    how = f"concurrency {plan.concurrency}" if plan.request_rate is None else f"{plan.request_rate:g} req/s"
+    size = f"{plan.requests} requests" if plan.requests else f"{plan.duration_s:g} s"
+    return f"{how}, {size}"
+
+
+def _load_info(plan: LoadPlan) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in {
+            "concurrency": plan.concurrency,
+            "request_rate": plan.request_rate,
+            "requests": plan.requests,
+            "duration_s": plan.duration_s,
+        }.items()
+        if v is not None
+    }
+
+
+async def _scrape(session: aiohttp.ClientSession, base_url: str) -> str | None:
+    with contextlib.suppress(Exception):
+        async with session.get(base_url + "/metrics", timeout=aiohttp.ClientTimeout(total=10)) as r:
+            if r.status == 200:
+                return await r.text()
+    return None
+
+
+def _agreement(before: str | None, after: str | None, steps: list[Summary]) -> dict[str, Any]:
+    """The server's own view of the measured requests (Prometheus deltas) beside the client's."""
+    if before is None or after is None:
+        return {}
+    from tuner.telemetry.prometheus import histogram_delta, counter_delta
+
+    out: dict[str, Any] = {}
+    ttft = histogram_delta(before, after, "vllm:time_to_first_token_seconds")
+    itl = histogram_delta(before, after, "vllm:inter_token_latency_seconds") or histogram_delta(
+        before, after, "vllm:time_per_output_token_seconds"
+    )
+    gen = counter_delta(before, after, "vllm:generation_tokens_total")
+    if ttft and ttft[1] > 0:
+        out["server_ttft_mean_ms"] = ttft[0] / ttft[1] * 1e3
+        out["server_requests"] = int(ttft[1])
+    if itl and itl[1] > 0:
+        out["server_itl_mean_ms"] = itl[0] / itl[1] * 1e3
+    if gen is not None:
+        out["server_generation_tokens"] = int(gen)
+    out["client_generation_tokens"] = sum(s.generated_tokens_total for s in steps)
+    n = sum(s.completed for s in steps)
+    if n:
+        out["client_ttft_mean_ms"] = _weighted(steps, "ttft_ms")
+        out["client_itl_mean_ms"] = _weighted(steps, "itl_ms")
+    return {"agreement": out} if out else {}
+
+
+def _weighted(steps: list[Summary], attr: str) -> float | None:
+    num = den = 0.0
+    for s in steps:
+        d = getattr(s, attr)
+        if d.count and math.isfinite(d.mean):
+            num += d.mean * d.count
+            den += d.count
+    return num / den if den else None
+
+
+def _reason_from_tail(tail: list[str]) -> str:
+    from tuner.failures import extract_reason
+
+    return extract_reason(tail)
+
+
+def result_json(result: TrialResult) -> str:
+    return json.dumps(result.to_dict(), indent=2, sort_keys=False)
