@@ -39,7 +39,7 @@ def step_requests(level: float, requests: int | None, cap: CapacitySpec, is_rate
     ``requests``."""
     if cap.requests_per_step is not None:
         return cap.requests_per_step
-    base = max(8, int(round(4 * level)))
+    base = max(8, round(4 * level))
     if requests is not None:
         base = max(base, requests // 4)
     return base

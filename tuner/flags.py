@@ -80,14 +80,13 @@ def trial_flags(spec: StudySpec, params: Mapping[str, Param]) -> tuple[dict[str,
     return flags, model
 
 
-def build_plan(spec: StudySpec, params: Mapping[str, Param], port: int, host: str | None = None) -> ServerPlan:
+def build_plan(
+    spec: StudySpec, params: Mapping[str, Param], port: int, host: str | None = None
+) -> ServerPlan:
     """The argv for one trial: ``command`` + model + host/port + fixed args + params."""
     flags, model = trial_flags(spec, params)
     command = resolve_command(spec.server.command)
-    if model_position(command) == "positional":
-        argv = [*command, model]
-    else:
-        argv = [*command, "--model", model]
+    argv = [*command, model] if model_position(command) == "positional" else [*command, "--model", model]
     if spec.served_model_name:
         argv += ["--served-model-name", spec.served_model_name]
     argv += ["--host", host or spec.server.host, "--port", str(port)]

@@ -31,7 +31,6 @@ from tuner.failures import INFEASIBLE
 from tuner.flags import Param, build_plan, trial_flags
 from tuner.load.client import Target
 from tuner.load.prompts import Prompt, Tokenizer, build_prompts, load_tokenizer
-from tuner.load.records import RequestRecord
 from tuner.load.runner import LoadPlan, run_load
 from tuner.metrics import Summary, summarize
 from tuner.progress import NullReporter, Reporter
@@ -119,7 +118,9 @@ def _tokenizer(name: str) -> Tokenizer:
 
 
 @functools.lru_cache(maxsize=8)
-def _prompts(name: str, count: int, input_tokens: int, shared: int, seed: int, api: str) -> tuple[Prompt, ...]:
+def _prompts(
+    name: str, count: int, input_tokens: int, shared: int, seed: int, api: str
+) -> tuple[Prompt, ...]:
     return tuple(
         build_prompts(_tokenizer(name), count, input_tokens, shared_prefix_tokens=shared, seed=seed, api=api)
     )
@@ -137,7 +138,9 @@ def _measure_into(
     w = spec.workload
     slo = spec.slo.limits()
     n_prompts = 256 if w.requests is None else min(max(w.requests, 64), 1024)
-    prompts = list(_prompts(w.tokenizer or model, n_prompts, w.input_tokens, w.shared_prefix_tokens, w.seed, w.api))
+    prompts = list(
+        _prompts(w.tokenizer or model, n_prompts, w.input_tokens, w.shared_prefix_tokens, w.seed, w.api)
+    )
     steps, before, after = asyncio.run(_drive(spec, target, prompts, rep, alive))
     result.steps = steps
     if w.mode == "capacity":
@@ -150,7 +153,9 @@ def _measure_into(
     if all(s.failed_fraction > w.max_failed_fraction for s in steps) and alive():
         result.status = "load_errors"
         first = next((e for s in steps for e in s.errors), "")
-        result.message = f"{steps[-1].failed} of {steps[-1].failed + steps[-1].completed} requests failed: {first}"
+        result.message = (
+            f"{steps[-1].failed} of {steps[-1].failed + steps[-1].completed} requests failed: {first}"
+        )
 
 
 async def _drive(
@@ -200,7 +205,7 @@ async def _drive(
                     seed=w.seed + i,
                 )
                 rep.phase("load", f"step {i + 1}: {_describe(plan)}")
-                records: list[RequestRecord] = await run_load(target, _rotate(prompts, i), plan, session=session)
+                records = await run_load(target, _rotate(prompts, i), plan, session=session)
                 steps.append(summarize(records, slo, load=_load_info(plan)))
                 if not alive():
                     break
@@ -247,7 +252,7 @@ def _agreement(before: str | None, after: str | None, steps: list[Summary]) -> d
     """The server's own view of the measured requests (Prometheus deltas) beside the client's."""
     if before is None or after is None:
         return {}
-    from tuner.telemetry.prometheus import histogram_delta, counter_delta
+    from tuner.telemetry.prometheus import counter_delta, histogram_delta
 
     out: dict[str, Any] = {}
     ttft = histogram_delta(before, after, "vllm:time_to_first_token_seconds")

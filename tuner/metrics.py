@@ -121,7 +121,9 @@ class Summary:
 
         def dist(x: Mapping[str, Any] | None) -> Distribution:
             x = x or {}
-            return Distribution(*(_nan(x.get(k)) for k in ("mean", "p50", "p90", "p99")))
+            return Distribution(
+                _nan(x.get("mean")), _nan(x.get("p50")), _nan(x.get("p90")), _nan(x.get("p99"))
+            )
 
         return cls(
             duration_s=_nan(d.get("duration_s")),
@@ -173,9 +175,13 @@ def summarize(
 
     out_tokens = np.array([_output_tokens(r) for r in done], dtype=float)
     in_tokens = np.array([r.prompt_tokens or 0 for r in done], dtype=float)
-    ttft = np.array([(r.first_token_time - r.send_time) * 1e3 for r in done if r.first_token_time is not None])
+    ttft = np.array(
+        [(r.first_token_time - r.send_time) * 1e3 for r in done if r.first_token_time is not None]
+    )
     e2e = np.array([(r.end_time - r.send_time) * 1e3 for r in done if r.end_time is not None])
-    itl_parts = [np.diff(np.asarray(r.token_times, dtype=float)) * 1e3 for r in done if len(r.token_times) > 1]
+    itl_parts = [
+        np.diff(np.asarray(r.token_times, dtype=float)) * 1e3 for r in done if len(r.token_times) > 1
+    ]
     itl = np.concatenate(itl_parts) if itl_parts else np.array([])
     tpot_per_req = np.array([_tpot_ms(r) for r in done], dtype=float)
     tpot = tpot_per_req[~np.isnan(tpot_per_req)]

@@ -69,7 +69,7 @@ def _write_config(out: Path, s: TinyShape) -> None:
 
 
 def _write_tokenizer(out: Path, vocab_size: int) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>"]
@@ -81,10 +81,8 @@ def _write_tokenizer(out: Path, vocab_size: int) -> None:
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
-    from tokenizers import decoders
-
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
     )
     fast.chat_template = CHAT_TEMPLATE

@@ -183,7 +183,9 @@ class CapacitySpec(_Strict):
     start: float = Field(default=1, gt=0)
     factor: float = Field(default=2.0, gt=1)
     max_level: float = Field(default=256, gt=0)
-    requests_per_step: int | None = Field(default=None, ge=1)  # default: max(4 x level, workload.requests / 4)
+    requests_per_step: int | None = Field(
+        default=None, ge=1
+    )  # default: max(4 x level, workload.requests / 4)
     stop_factor: float = Field(default=2.0, ge=1)  # stop once a latency reaches stop_factor x its SLO limit
 
 
@@ -291,21 +293,23 @@ class StudySpec(_Strict):
     def _cross(self) -> StudySpec:
         both = set(self.search) & set(self.server.args)
         if both:
-            raise ValueError(f"flags both fixed in server.args and searched: {sorted(both)}")
+            raise ValueError(f"search: flags both fixed in server.args and searched: {sorted(both)}")
         for o in self.objectives:
             if o.metric not in OBJECTIVE_METRICS:
-                raise ValueError(f"unknown objective metric {o.metric!r}; known: {', '.join(OBJECTIVE_METRICS)}")
+                raise ValueError(
+                    f"objectives: unknown objective metric {o.metric!r}; known: {', '.join(OBJECTIVE_METRICS)}"
+                )
             if OBJECTIVE_METRICS[o.metric] != o.direction:
-                raise ValueError(f"{o.metric} can only be {OBJECTIVE_METRICS[o.metric]}d")
+                raise ValueError(f"objectives: {o.metric} can only be {OBJECTIVE_METRICS[o.metric]}d")
         if len({o.metric for o in self.objectives}) != len(self.objectives):
-            raise ValueError("objectives must be distinct")
+            raise ValueError("objectives: must be distinct")
         for k, entry in self.search.items():
-            if isinstance(entry, Choices) and any(isinstance(c, Checkpoint) for c in entry.choices):
-                if k != "quantization":
-                    raise ValueError(f"search.{k}: only quantization choices may name a checkpoint")
+            checkpoint = isinstance(entry, Choices) and any(isinstance(c, Checkpoint) for c in entry.choices)
+            if checkpoint and k != "quantization":
+                raise ValueError(f"search.{k}: only quantization choices may name a checkpoint")
         if "gpu-memory-utilization" in self.search:
             e = self.search["gpu-memory-utilization"]
-            if isinstance(e, FloatRange) and not (0 < e.low and e.high <= 1):
+            if isinstance(e, FloatRange) and not (e.low > 0 and e.high <= 1):
                 raise ValueError("search.gpu-memory-utilization: must lie in (0, 1]")
         if isinstance(self.baseline, dict):
             for k in self.baseline:
@@ -351,6 +355,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
         elif part in ("float", "int", "choice") or part.startswith("function-") or "[" in part:
             continue  # pydantic's union branch names are noise for a person
         else:
+            part = part if part else '""'
             out += f".{part}" if out else str(part)
     return out
 
@@ -376,7 +381,7 @@ def spec_from_dict(data: Any, source: str = "<study>") -> StudySpec:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        raise SpecError(source, key, msg) from None
+        raise SpecError(source, key, " ".join(msg.split())) from None
 
 
 def _tag_entry(v: Any) -> Any:
