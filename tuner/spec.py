@@ -27,6 +27,7 @@ Errors are :class:`tuner.errors.SpecError`: one line naming the file, the key pa
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -355,7 +356,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
         elif part in ("float", "int", "choice") or part.startswith("function-") or "[" in part:
             continue  # pydantic's union branch names are noise for a person
         else:
-            part = part if part else '""'
+            part = part if re.fullmatch(r"[\w.-]+", part) else json.dumps(part)
             out += f".{part}" if out else str(part)
     return out
 
