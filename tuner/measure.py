@@ -20,6 +20,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from tuner.load.runner import LoadPlan, run_load
 from tuner.metrics import Summary, summarize
 from tuner.progress import NullReporter, Reporter
 from tuner.spec import StudySpec
+from tuner.telemetry.serverside import MetricsPoller
 from tuner.trial import TrialResult
 
 
@@ -62,13 +64,28 @@ def run_trial(
     plan0 = build_plan(spec, params, port=0)
     if reason:
         return _finish(TrialResult(status=INFEASIBLE, argv=plan0.argv, message=reason, flags=flags), started)
+    verdict = _memory_check(model, flags, spec.server.env.get("CUDA_VISIBLE_DEVICES"))
+    if verdict and not verdict.get("fits", True):
+        return _finish(
+            TrialResult(
+                status="oom",
+                argv=plan0.argv,
+                message=f"predicted before launch: {verdict.get('reason')}",
+                flags=flags,
+                memory_check=verdict,
+                env=_environment(),
+            ),
+            started,
+        )
 
     from tuner.server import start_server
 
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{trial_name}.server.log"
     rep.phase("starting server")
-    result = TrialResult(status="ok", log_path=str(log_path), flags=dict(flags))
+    result = TrialResult(
+        status="ok", log_path=str(log_path), flags=dict(flags), memory_check=verdict or {}, env=_environment()
+    )
     try:
         with start_server(
             lambda port: build_plan(spec, params, port=port).argv,
@@ -100,7 +117,7 @@ def run_trial(
 
 
 def _measure_url(spec: StudySpec, url: str, model: str, rep: Reporter) -> TrialResult:
-    result = TrialResult(status="ok", argv=[], log_path=None)
+    result = TrialResult(status="ok", argv=[], log_path=None, env=_environment())
     target = Target(base_url=url.rstrip("/"), model=spec.served_model_name or model, api=spec.workload.api)
     _measure_into(result, spec, target, model, rep, alive=lambda: True)
     return result
@@ -141,15 +158,28 @@ def _measure_into(
     prompts = list(
         _prompts(w.tokenizer or model, n_prompts, w.input_tokens, w.shared_prefix_tokens, w.seed, w.api)
     )
-    steps, before, after = asyncio.run(_drive(spec, target, prompts, rep, alive))
+    from tuner.telemetry.nvml import GpuSampler
+
+    visible = spec.server.env.get("CUDA_VISIBLE_DEVICES")
+    with GpuSampler(visible_devices=visible, on_unavailable=rep.message) as gpu:
+        run = asyncio.run(_drive(spec, target, prompts, rep, alive))
+    steps = run.steps
     result.steps = steps
-    if w.mode == "capacity":
-        idx = capacity.scored_step(steps, slo, w.max_failed_fraction)
-        result.scored_step = idx
-        result.summary = steps[idx]
-    else:
-        result.summary = steps[0]
-    result.server_metrics.update(_agreement(before, after, steps))
+    idx = capacity.scored_step(steps, slo, w.max_failed_fraction) if w.mode == "capacity" else 0
+    result.scored_step = idx if w.mode == "capacity" else None
+    result.summary = steps[idx]
+    start, end = run.windows[idx]
+    result.gpu = gpu.summary(start, end)
+    result.server_metrics.update(_agreement(run.before, run.after, steps))
+    if run.poller is not None:
+        from tuner.telemetry.serverside import bottleneck
+
+        view = run.poller.view(start, end)
+        result.server_metrics["view"] = view.to_dict()
+        seqs = result.flags.get("max-num-seqs")
+        result.bottleneck = bottleneck(
+            view, steps[idx].to_dict(), slo, max_num_seqs=seqs if isinstance(seqs, int) else None
+        )
     if all(s.failed_fraction > w.max_failed_fraction for s in steps) and alive():
         result.status = "load_errors"
         first = next((e for s in steps for e in s.errors), "")
@@ -158,11 +188,18 @@ def _measure_into(
         )
 
 
-async def _drive(
-    spec: StudySpec, target: Target, prompts: list[Prompt], rep: Reporter, alive: Any
-) -> tuple[list[Summary], str | None, str | None]:
+@dataclass
+class _Run:
+    steps: list[Summary]
+    windows: list[tuple[float, float]]  # monotonic (start, end) of each step
+    before: str | None  # /metrics text before the measured phase
+    after: str | None
+    poller: MetricsPoller | None
+
+
+async def _drive(spec: StudySpec, target: Target, prompts: list[Prompt], rep: Reporter, alive: Any) -> _Run:
+    """Warm-up, then the measured phase with /metrics polled beside it."""
     w = spec.workload
-    slo = spec.slo.limits()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -177,42 +214,97 @@ async def _drive(
             rep.phase("warm-up", f"{w.warmup_requests} requests")
             await run_load(target, prompts, warm, session=session)
         before = await _scrape(session, target.base_url)
-        steps: list[Summary] = []
-        if w.mode == "fixed":
+        poller = MetricsPoller(session, target.base_url) if before is not None else None
+        async with poller if poller is not None else contextlib.nullcontext():
+            steps, windows = await _steps(spec, target, prompts, rep, alive, session)
+        after = await _scrape(session, target.base_url)
+    return _Run(steps, windows, before, after, poller)
+
+
+async def _steps(
+    spec: StudySpec,
+    target: Target,
+    prompts: list[Prompt],
+    rep: Reporter,
+    alive: Any,
+    session: aiohttp.ClientSession,
+) -> tuple[list[Summary], list[tuple[float, float]]]:
+    """The measured phase: one fixed run, or the capacity steps. Returns summaries and their time windows."""
+    w = spec.workload
+    slo = spec.slo.limits()
+    steps: list[Summary] = []
+    windows: list[tuple[float, float]] = []
+    if w.mode == "fixed":
+        plan = LoadPlan(
+            output_tokens=w.output_tokens,
+            concurrency=w.concurrency,
+            request_rate=w.request_rate,
+            requests=w.requests,
+            duration_s=w.duration_s,
+            request_timeout_s=w.request_timeout_s,
+            seed=w.seed,
+        )
+        rep.phase("load", _describe(plan))
+        t0 = time.monotonic()
+        records = await run_load(target, prompts, plan, session=session)
+        windows.append((t0, time.monotonic()))
+        steps.append(summarize(records, slo, load=_load_info(plan)))
+    else:
+        is_rate = w.request_rate is not None
+        for i, level in enumerate(capacity.levels(w.capacity)):
+            n = capacity.step_requests(level, w.requests, w.capacity, is_rate)
             plan = LoadPlan(
                 output_tokens=w.output_tokens,
-                concurrency=w.concurrency,
-                request_rate=w.request_rate,
-                requests=w.requests,
+                concurrency=None if is_rate else max(1, int(level)),
+                request_rate=level if is_rate else None,
+                requests=None if w.duration_s else n,
                 duration_s=w.duration_s,
                 request_timeout_s=w.request_timeout_s,
-                seed=w.seed,
+                seed=w.seed + i,
             )
-            rep.phase("load", _describe(plan))
-            records = await run_load(target, prompts, plan, session=session)
+            rep.phase("load", f"step {i + 1}: {_describe(plan)}")
+            t0 = time.monotonic()
+            records = await run_load(target, _rotate(prompts, i), plan, session=session)
+            windows.append((t0, time.monotonic()))
             steps.append(summarize(records, slo, load=_load_info(plan)))
-        else:
-            is_rate = w.request_rate is not None
-            for i, level in enumerate(capacity.levels(w.capacity)):
-                n = capacity.step_requests(level, w.requests, w.capacity, is_rate)
-                plan = LoadPlan(
-                    output_tokens=w.output_tokens,
-                    concurrency=None if is_rate else max(1, int(level)),
-                    request_rate=level if is_rate else None,
-                    requests=None if w.duration_s else n,
-                    duration_s=w.duration_s,
-                    request_timeout_s=w.request_timeout_s,
-                    seed=w.seed + i,
-                )
-                rep.phase("load", f"step {i + 1}: {_describe(plan)}")
-                records = await run_load(target, _rotate(prompts, i), plan, session=session)
-                steps.append(summarize(records, slo, load=_load_info(plan)))
-                if not alive():
-                    break
-                if capacity.should_stop(steps, slo, w.capacity.stop_factor, w.max_failed_fraction):
-                    break
-        after = await _scrape(session, target.base_url)
-    return steps, before, after
+            if not alive():
+                break
+            if capacity.should_stop(steps, slo, w.capacity.stop_factor, w.max_failed_fraction):
+                break
+    return steps, windows
+
+
+@functools.lru_cache(maxsize=1)
+def _environment_cached() -> str:
+    from tuner.envinfo import environment
+
+    return json.dumps(environment(), default=str)
+
+
+def _environment() -> dict[str, Any]:
+    """vLLM/torch versions and the hardware, once per process."""
+    try:
+        return dict(json.loads(_environment_cached()))
+    except Exception:  # facts are nice to have; never fail a trial for them
+        return {}
+
+
+def _memory_check(model: str, flags: Mapping[str, Any], visible: str | None) -> dict[str, Any] | None:
+    """The predictive memory check, on a GPU host with a local model folder; None elsewhere."""
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        return None
+    from tuner.memory import check_fits
+    from tuner.telemetry.nvml import static_facts
+
+    facts = static_facts(visible_devices=visible)
+    if not facts or not facts.get("memory_total_mib"):
+        return None
+    try:
+        cfg = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    return check_fits(cfg, flags, int(facts["memory_total_mib"]) << 20).to_dict()
 
 
 def _rotate(prompts: list[Prompt], i: int) -> list[Prompt]:

@@ -38,6 +38,8 @@ class TrialResult:
     server_metrics: dict[str, Any] = field(default_factory=dict)
     #: one word for why the trial is where it is: kv-bound, queueing, compute-bound (or "")
     bottleneck: str = ""
+    #: the predictive memory check before launch (GPU only): tuner.memory.FitVerdict.to_dict()
+    memory_check: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -62,7 +64,7 @@ class TrialResult:
             v = getattr(self, k)
             if v is not None:
                 d[k] = v
-        for k in ("flags", "env", "gpu", "server_metrics"):
+        for k in ("flags", "env", "gpu", "server_metrics", "memory_check"):
             v = getattr(self, k)
             if v:
                 d[k] = v
@@ -89,4 +91,5 @@ class TrialResult:
             gpu=dict(d.get("gpu") or {}),
             server_metrics=dict(d.get("server_metrics") or {}),
             bottleneck=d.get("bottleneck") or "",
+            memory_check=dict(d.get("memory_check") or {}),
         )
