@@ -1,0 +1,292 @@
+"""The study loop with an injected fake trial function (no vLLM): budget, baseline, rules, failures,
+interruption, timeout, and the stored database as plain Optuna."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tuner.errors import Interrupted, UsageError
+from tuner.metrics import Summary
+from tuner.progress import Reporter
+from tuner.spec import StudySpec, default_storage, load_spec
+from tuner.study import run_study
+from tuner.trial import TrialResult
+
+SEARCH = {
+    "gpu-memory-utilization": {"low": 0.1, "high": 0.5},
+    "max-num-seqs": {"low": 2, "high": 64, "log": True},
+    "block-size": {"choices": [32, 64]},
+}
+
+
+def write_spec(tmp_path: Path, **extra: Any) -> StudySpec:
+    data: dict[str, Any] = {
+        "name": "fake",
+        "model": "./m",
+        "server": {"args": {"max-model-len": 2048}},
+        "search": SEARCH,
+        "workload": {"input_tokens": 16, "output_tokens": 8, "requests": 8},
+        "slo": {"ttft_p99_ms": 2000},
+        "n_trials": 6,
+    }
+    data.update(extra)
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path)
+
+
+def synthetic(params: Mapping[str, Any]) -> TrialResult:
+    """A deterministic measurement of a configuration."""
+    seqs = float(params.get("max-num-seqs", 16))
+    gmu = float(params.get("gpu-memory-utilization", 0.3))
+    metrics = {
+        "output_throughput_tok_s": 100 * math.log2(seqs + 1) * gmu,
+        "ttft_ms": {"p99": 60.0 * seqs},
+        "completed": 8,
+    }
+    return TrialResult(
+        status="ok",
+        summary=Summary.from_dict(metrics),
+        argv=["vllm", "serve", "/m", "--host", "127.0.0.1", "--port", "1"],
+        flags=dict(params),
+        env={"vllm_version": "0.0-fake", "hardware": "fake cpu"},
+        started_at=time.time(),
+        ended_at=time.time(),
+    )
+
+
+class Fake:
+    """A trial function that records its calls; ``behaviour(call_index, params)`` may override the result."""
+
+    def __init__(
+        self, behaviour: Callable[[int, Mapping[str, Any]], TrialResult | None] | None = None
+    ) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.behaviour = behaviour
+
+    def __call__(
+        self,
+        spec: StudySpec,
+        params: Mapping[str, Any],
+        *,
+        log_dir: Path,
+        runtime_dir: Path,
+        reporter: Reporter,
+    ) -> TrialResult:
+        self.calls.append(dict(params))
+        if self.behaviour is not None:
+            out = self.behaviour(len(self.calls) - 1, params)
+            if out is not None:
+                return out
+        return synthetic(params)
+
+
+def load(spec: StudySpec) -> optuna.Study:
+    return optuna.load_study(study_name=spec.name, storage=default_storage(spec))
+
+
+def test_runs_to_budget_with_baseline_first(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    fake = Fake()
+    out = run_study(spec, trial_fn=fake)
+    assert out.complete == 6 and out.told == 6 and out.stopped == "budget"
+    study = load(spec)  # plain Optuna opens it
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert trials[0].params == {} and trials[0].user_attrs["is_baseline"] is True
+    assert fake.calls[0] == {}
+    assert all(t.user_attrs["is_baseline"] is False and set(t.params) == set(SEARCH) for t in trials[1:])
+    t = trials[1]
+    for key in (
+        "argv",
+        "status",
+        "message",
+        "log_path",
+        "vllm_version",
+        "hardware",
+        "started_at",
+        "ended_at",
+    ):
+        assert key in t.user_attrs
+    assert t.user_attrs["worker"]["pid"] == os.getpid()
+    assert t.user_attrs["result"]["metrics"]["output_throughput_tok_s"] > 0
+    assert set(t.constraints) == {"ttft_p99", "failed"}
+    assert study.user_attrs["n_trials"] == 6
+    assert study.user_attrs["metric_names"] == ["output_throughput", "ttft_p99"]
+    assert study.user_attrs["spec"]["name"] == "fake"
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+
+
+def test_baseline_as_mapping_pins_flags_without_optuna_params(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, baseline={"gpu-memory-utilization": 0.3}, n_trials=2)
+    fake = Fake()
+    run_study(spec, trial_fn=fake)
+    base = load(spec).trials[0]
+    assert base.params == {}
+    assert base.user_attrs["baseline_flags"] == {"gpu-memory-utilization": 0.3}
+    assert fake.calls[0] == {"gpu-memory-utilization": 0.3}
+
+
+def test_no_baseline(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, baseline=False, n_trials=2)
+    run_study(spec, trial_fn=Fake())
+    assert all(t.params for t in load(spec).trials)
+
+
+def test_rule_refused_trials_cost_no_call(tmp_path: Path) -> None:
+    search = {"max-num-seqs": {"low": 16, "high": 64}, "max-num-batched-tokens": {"low": 8, "high": 64}}
+    spec = write_spec(tmp_path, search=search, n_trials=12, baseline=False, sampler="random")
+    fake = Fake()
+    run_study(spec, trial_fn=fake)
+    trials = load(spec).trials
+    refused = [t for t in trials if t.user_attrs["status"] == "infeasible"]
+    assert refused, "the random sampler should hit max-num-batched-tokens < max-num-seqs"
+    for t in refused:
+        assert t.params["max-num-batched-tokens"] < t.params["max-num-seqs"]
+        assert t.state == TrialState.COMPLETE and t.constraints["failed"] == 1.0
+        assert t.user_attrs["launched"] is False and "max-num-seqs" in t.user_attrs["message"]
+    assert len(fake.calls) == len(trials) - len(refused)
+    assert all(c["max-num-batched-tokens"] >= c["max-num-seqs"] for c in fake.calls)
+
+
+@pytest.mark.parametrize("status", ["oom", "invalid_config", "startup_timeout", "crashed", "load_errors"])
+def test_failures_are_told_infeasible_and_kept(tmp_path: Path, status: str) -> None:
+    def fail_second(i: int, params: Mapping[str, Any]) -> TrialResult | None:
+        if i == 1:
+            return TrialResult(status=status, message=f"fake {status}", log_tail=["line 1", "line 2"])
+        return None
+
+    spec = write_spec(tmp_path, n_trials=3)
+    run_study(spec, trial_fn=Fake(fail_second))
+    study = load(spec)
+    t = study.trials[1]
+    assert t.state == TrialState.COMPLETE
+    assert t.user_attrs["status"] == status and t.user_attrs["failure"] == status
+    assert t.user_attrs["message"] == f"fake {status}" and t.user_attrs["log_tail"] == ["line 1", "line 2"]
+    assert t.user_attrs["feasible"] is False and t.constraints["failed"] == 1.0
+    assert all(math.isfinite(v) for v in t.values)
+    assert t.number not in {b.number for b in study.best_trials}
+
+
+def test_budget_is_stored_and_raised(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, n_trials=3)
+    run_study(spec, trial_fn=Fake(), n_trials=2)
+    assert load(spec).user_attrs["n_trials"] == 2
+    again = run_study(spec, trial_fn=Fake())  # stored budget, not the file's 3
+    assert again.told == 0 and again.complete == 2
+    more = run_study(spec, trial_fn=Fake(), n_trials=4)
+    assert more.told == 2 and more.complete == 4
+
+
+def test_timeout_stops_before_a_trial_that_would_not_fit(tmp_path: Path) -> None:
+    def slow(i: int, params: Mapping[str, Any]) -> TrialResult | None:
+        time.sleep(0.4)
+        return None
+
+    spec = write_spec(tmp_path, n_trials=50)
+    out = run_study(spec, trial_fn=Fake(slow), timeout_s=1.0)
+    assert out.stopped == "timeout"
+    assert 1 <= out.told <= 3
+
+
+def test_keyboard_interrupt_marks_requeues_and_resumes(tmp_path: Path) -> None:
+    def interrupt_third(i: int, params: Mapping[str, Any]) -> TrialResult | None:
+        if i == 2:
+            raise KeyboardInterrupt
+        return None
+
+    spec = write_spec(tmp_path, n_trials=5)
+    first = Fake(interrupt_third)
+    with pytest.raises(Interrupted) as info:
+        run_study(spec, trial_fn=first)
+    assert info.value.exit_code == 130
+    study = load(spec)
+    lost = study.trials[2]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["interrupted"] is True
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == first.calls[2]
+
+    second = Fake()
+    out = run_study(spec, trial_fn=second, must_exist=True)
+    assert out.complete == 5
+    assert second.calls[0] == first.calls[2]  # the interrupted params run first
+    trials = load(spec).trials
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    finished = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == len(set(finished))
+
+
+def test_real_sigint_reaches_the_trial(tmp_path: Path) -> None:
+    def sigint(i: int, params: Mapping[str, Any]) -> TrialResult | None:
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises KeyboardInterrupt here
+            raise AssertionError("SIGINT did not interrupt the trial")
+        return None
+
+    spec = write_spec(tmp_path, n_trials=3)
+    with pytest.raises(Interrupted):
+        run_study(spec, trial_fn=Fake(sigint))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    states = [t.state for t in load(spec).trials]
+    assert states[:2] == [TrialState.COMPLETE, TrialState.FAIL] and TrialState.RUNNING not in states
+
+
+def test_unexpected_error_gives_the_trial_back(tmp_path: Path) -> None:
+    def bug(i: int, params: Mapping[str, Any]) -> TrialResult | None:
+        if i == 1:
+            raise RuntimeError("bug in the runner")
+        return None
+
+    spec = write_spec(tmp_path, n_trials=3)
+    with pytest.raises(RuntimeError, match="bug in the runner"):
+        run_study(spec, trial_fn=Fake(bug))
+    trials = load(spec).trials
+    assert trials[1].state == TrialState.FAIL and "bug in the runner" in trials[1].user_attrs["error"]
+    assert [t.state for t in trials[2:]] == [TrialState.WAITING]
+
+
+def test_existing_study_with_other_objectives_is_refused(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, n_trials=1)
+    run_study(spec, trial_fn=Fake())
+    other = write_spec(tmp_path, n_trials=1, objectives=["maximize output_throughput", "minimize itl_p99"])
+    with pytest.raises(UsageError, match="new name"):
+        run_study(other, trial_fn=Fake())
+
+
+def test_resume_needs_an_existing_study(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    with pytest.raises(UsageError, match="tuner run"):
+        run_study(spec, trial_fn=Fake(), must_exist=True)
+    assert not (tmp_path / "fake.db").exists()
+
+
+def test_heartbeat_and_progress_lines(tmp_path: Path) -> None:
+    import io
+
+    from tuner.progress_rich import RichReporter
+
+    def slow(i: int, params: Mapping[str, Any]) -> TrialResult | None:
+        time.sleep(0.6)
+        return None
+
+    spec = write_spec(tmp_path, n_trials=2)
+    buf = io.StringIO()
+    with RichReporter(file=buf) as reporter:
+        run_study(spec, trial_fn=Fake(slow), reporter=reporter, heartbeat_s=0.1)
+    for t in load(spec).trials:
+        assert t.user_attrs["heartbeat_at"] > t.datetime_start.timestamp() + 0.1  # type: ignore[union-attr]
+    lines = buf.getvalue().splitlines()
+    assert [line.split(" in ")[0] for line in lines] == ["trial 0 ok", "trial 1 ok"]
+    assert "best so far: output_throughput" in lines[-1]

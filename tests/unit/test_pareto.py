@@ -1,0 +1,220 @@
+"""The Pareto report: Optuna's front checked against an independent dominance computation, the picks, the
+baseline comparison, the table/CSV and the plot files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+
+from tuner.errors import TunerError, UsageError
+from tuner.report.pareto import pareto_rows, pick, points
+from tuner.report.plot import write_plot
+from tuner.report.table import rich_table, to_csv
+
+DISTS = {"max-num-seqs": IntDistribution(1, 64), "gpu-memory-utilization": FloatDistribution(0.1, 0.9)}
+
+
+def add(
+    study: optuna.Study,
+    thr: float,
+    lat: float,
+    *,
+    violation: float = -0.5,
+    status: str = "ok",
+    baseline: bool = False,
+    params: dict[str, Any] | None = None,
+) -> None:
+    p = {} if baseline else (params or {"max-num-seqs": random.randint(1, 64), "gpu-memory-utilization": 0.5})
+    t = optuna.trial.create_trial(
+        params=p,
+        distributions={k: DISTS[k] for k in p},
+        values=[thr, lat],
+        user_attrs={
+            "status": status,
+            "is_baseline": baseline,
+            "failure": None if status == "ok" else status,
+            "result": {"status": status, "metrics": {"output_throughput_tok_s": thr}, "flags": dict(p)},
+        },
+    )
+    t.set_constraint("ttft_p99", violation)
+    t.set_constraint("failed", 0.0 if status == "ok" else 1.0)
+    study.add_trial(t)
+
+
+def new_study() -> optuna.Study:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("metric_names", ["output_throughput", "ttft_p99"])
+    study.set_user_attr("spec", {"slo": {"ttft_p99_ms": 2000}})
+    return study
+
+
+def independent_front(study: optuna.Study) -> set[int]:
+    """Dominance by hand, over the stored values of the feasible COMPLETE trials (test-only)."""
+    feas = [
+        t
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and all(c <= 0 for c in t.constraints.values())
+    ]
+
+    def dominates(a: optuna.trial.FrozenTrial, b: optuna.trial.FrozenTrial) -> bool:
+        (at, al), (bt, bl) = a.values, b.values
+        return at >= bt and al <= bl and (at > bt or al < bl)
+
+    return {t.number for t in feas if not any(dominates(o, t) for o in feas if o is not t)}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_front_matches_independent_dominance(seed: int) -> None:
+    random.seed(seed)
+    study = new_study()
+    add(study, 300, 900, baseline=True)
+    for _ in range(40):
+        thr = round(random.uniform(0, 1000), -1)  # coarse: ties happen
+        lat = round(random.uniform(10, 4000), -2)
+        kind = random.random()
+        if kind < 0.15:
+            add(study, 0.0, 22000.0, violation=10.0, status="oom")
+        else:
+            add(study, thr, lat, violation=lat / 2000 - 1)
+    rows = pareto_rows(study)
+    assert {r["trial"] for r in rows} == independent_front(study)
+    assert all(r["metrics"] and set(r["values"]) == {"output_throughput", "ttft_p99"} for r in rows)
+    thr_sorted = [r["values"]["output_throughput"] for r in rows]
+    assert thr_sorted == sorted(thr_sorted, reverse=True)
+
+
+def test_rows_compare_against_the_baseline() -> None:
+    study = new_study()
+    add(study, 200, 1000, baseline=True)
+    add(study, 300, 500, params={"max-num-seqs": 8, "gpu-memory-utilization": 0.5})
+    rows = pareto_rows(study)
+    assert [r["trial"] for r in rows] == [1]
+    assert rows[0]["vs_baseline"] == pytest.approx({"output_throughput": 50.0, "ttft_p99": -50.0})
+    assert rows[0]["params"] == {"max-num-seqs": 8, "gpu-memory-utilization": 0.5}
+
+
+def test_no_baseline_no_change() -> None:
+    study = new_study()
+    add(study, 300, 500)
+    assert pareto_rows(study)[0]["vs_baseline"] == {"output_throughput": None, "ttft_p99": None}
+
+
+def test_picks() -> None:
+    study = new_study()
+    add(study, 100, 100)  # 0: lowest latency
+    add(study, 900, 1900)  # 1: highest throughput
+    add(study, 700, 400)  # 2: the knee
+    add(study, 5000, 3000, violation=0.5)  # SLO broken: never picked
+    assert pick(study, "throughput").number == 1
+    assert pick(study, "latency").number == 0
+    assert pick(study, "knee").number == 2
+    with pytest.raises(UsageError):
+        pick(study, "fastest")
+
+
+def test_pick_without_feasible_trial() -> None:
+    study = new_study()
+    add(study, 0, 1, violation=1.0, status="oom")
+    with pytest.raises(TunerError, match="no feasible trial"):
+        pick(study, "knee")
+
+
+def test_single_objective_pick_latency_is_refused() -> None:
+    study = optuna.create_study(directions=["maximize"])
+    t = optuna.trial.create_trial(values=[5.0], user_attrs={"status": "ok"})
+    t.set_constraint("failed", 0.0)
+    study.add_trial(t)
+    assert pick(study, "throughput").number == 0
+    assert pick(study, "knee").number == 0
+    with pytest.raises(UsageError, match="minimised"):
+        pick(study, "latency")
+
+
+def test_points_kinds() -> None:
+    study = new_study()
+    add(study, 200, 1000, baseline=True)
+    add(study, 300, 2500, violation=0.25)
+    add(study, 0, 22000, violation=10.0, status="oom")
+    kinds = {p.number: (p.kind, p.is_baseline, p.on_front, p.label) for p in points(study)}
+    assert kinds == {
+        0: ("feasible", True, True, ""),
+        1: ("infeasible", False, False, ""),
+        2: ("failed", False, False, "oom"),
+    }
+
+
+def test_table_and_csv() -> None:
+    study = new_study()
+    add(study, 200, 1000, baseline=True)
+    add(study, 300, 500, params={"max-num-seqs": 8, "gpu-memory-utilization": 0.5})
+    add(study, 400, 900, params={"max-num-seqs": 16, "gpu-memory-utilization": 0.25})
+    rows = pareto_rows(study)
+    table = rich_table(rows)
+    assert table.row_count == 2
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert [int(r["trial"]) for r in parsed] == [2, 1]
+    assert (
+        parsed[0]["max-num-seqs"] == "16" and float(parsed[0]["output_throughput_vs_baseline_pct"]) == 100.0
+    )
+    assert rich_table([]).row_count == 0
+
+
+@pytest.mark.parametrize("suffix", [".html", ".png"])
+def test_plot_files(tmp_path: Path, suffix: str) -> None:
+    study = new_study()
+    add(study, 200, 1000, baseline=True)
+    add(study, 300, 500)
+    add(study, 350, 2500, violation=0.25)
+    add(study, 0, 22000, violation=10.0, status="oom")
+    out = write_plot(study, tmp_path / f"front{suffix}")
+    data = out.read_bytes()
+    assert len(data) > 1000
+    if suffix == ".png":
+        assert data.startswith(b"\x89PNG")
+    else:
+        assert b"Pareto front" in data and b"SLO ttft_p99" in data
+
+
+def test_plot_refuses_other_extensions(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"\.html or \.png"):
+        write_plot(new_study(), tmp_path / "front.pdf")
+
+
+def test_capacity_steps_become_the_curve() -> None:
+    study = new_study()
+    t = optuna.trial.create_trial(
+        values=[300.0, 800.0],
+        user_attrs={
+            "status": "ok",
+            "result": {
+                "status": "ok",
+                "metrics": {"output_throughput_tok_s": 300.0, "ttft_ms": {"p99": 800.0}},
+                "steps": [
+                    {"output_throughput_tok_s": 100.0, "ttft_ms": {"p99": 200.0}, "load": {"concurrency": 1}},
+                    {"output_throughput_tok_s": 300.0, "ttft_ms": {"p99": 800.0}, "load": {"concurrency": 4}},
+                    {
+                        "output_throughput_tok_s": 350.0,
+                        "ttft_ms": {"p99": 4100.0},
+                        "load": {"concurrency": 16},
+                    },
+                ],
+                "scored_step": 1,
+            },
+        },
+    )
+    t.set_constraint("failed", 0.0)
+    study.add_trial(t)
+    (row,) = pareto_rows(study)
+    assert row["steps"] == [
+        {"load": {"concurrency": 1}, "output_throughput": 100.0, "ttft_p99": 200.0},
+        {"load": {"concurrency": 4}, "output_throughput": 300.0, "ttft_p99": 800.0},
+        {"load": {"concurrency": 16}, "output_throughput": 350.0, "ttft_p99": 4100.0},
+    ]
+    assert points(study)[0].steps == row["steps"]

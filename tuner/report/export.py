@@ -1,0 +1,86 @@
+"""A stored trial -> a ready-to-run vLLM configuration: a ``vllm serve`` command line or a config file.
+
+* :func:`serve_args` — ``(model, flags)`` of a trial: the model comes from the stored argv (so a checkpoint
+  choice's swapped model is kept), the flags from the stored effective flags (fixed ``server.args`` + the
+  trial's params); tuner's own ``--host``/``--port`` are never part of it.
+* :func:`to_command` — ``vllm serve MODEL --flag value ...``, each word shell-quoted (same flag rules as
+  :func:`tuner.flags.flag_args`: ``True`` -> ``--flag``, ``False`` -> ``--no-flag``, None/"none" left out).
+* :func:`to_yaml` — a file for ``vllm serve --config FILE``: flag names as keys, the model under ``model:``
+  (vLLM maps ``false`` to ``--no-flag`` itself); None/"none" left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+from optuna.trial import FrozenTrial
+
+from tuner.errors import TunerError
+from tuner.flags import flag_args, format_value, shell_command
+
+#: flags that belong to the machine tuner ran on, not to the configuration
+_TUNER_OWNED = ("host", "port")
+
+
+def _model_from_argv(argv: Sequence[str]) -> str | None:
+    """The model of a stored server argv: ``--model X``, else the word after ``serve``."""
+    words = list(argv)
+    for i, w in enumerate(words):
+        if w == "--model" and i + 1 < len(words):
+            return words[i + 1]
+        if w.startswith("--model="):
+            return w.split("=", 1)[1]
+    if "serve" in words:
+        i = words.index("serve")
+        if i + 1 < len(words) and not words[i + 1].startswith("-"):
+            return words[i + 1]
+    return None
+
+
+def _served_name(argv: Sequence[str]) -> str | None:
+    words = list(argv)
+    if "--served-model-name" in words:
+        i = words.index("--served-model-name")
+        return words[i + 1] if i + 1 < len(words) else None
+    return None
+
+
+def serve_args(trial: FrozenTrial, default_model: str | None = None) -> tuple[str, dict[str, Any]]:
+    """``(model, flags)`` to serve ``trial``'s configuration. Raises :class:`TunerError` when the trial
+    stored neither an argv nor a model to fall back on."""
+    result = trial.user_attrs.get("result") or {}
+    argv = list(trial.user_attrs.get("argv") or result.get("argv") or [])
+    model = _model_from_argv(argv) or default_model
+    if not model:
+        raise TunerError(f"trial {trial.number} stored no server command to export")
+    flags = {
+        k: v for k, v in dict(result.get("flags") or {}).items() if k not in _TUNER_OWNED and k != "model"
+    }
+    served = _served_name(argv)
+    if served and "served-model-name" not in flags:
+        flags["served-model-name"] = served
+    return model, flags
+
+
+def _kept(flags: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: v for k, v in flags.items() if v is not None and not (isinstance(v, str) and v.lower() == "none")
+    }
+
+
+def to_command(model: str, flags: Mapping[str, Any]) -> str:
+    """``vllm serve MODEL --flag value ...`` (shell-quoted, flags in sorted order)."""
+    return shell_command(["vllm", "serve", model, *flag_args(_kept(flags))])
+
+
+def to_yaml(model: str, flags: Mapping[str, Any]) -> str:
+    """A ``vllm serve --config`` file: ``model:`` first, then the flags in sorted order."""
+    data: dict[str, Any] = {"model": model}
+    kept = _kept(flags)
+    for k in sorted(kept):
+        v = kept[k]
+        data[k] = float(format_value(v)) if isinstance(v, float) else v
+    text: str = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return text
