@@ -95,7 +95,7 @@ def _wait_for_load(runs: Path, minimum_trial: int, deadline: float) -> None:
     """Until a trial numbered >= minimum_trial has a server answering completions."""
     while time.time() < deadline:
         for log in runs.glob("**/*.server.log"):
-            num = "".join(ch for ch in log.name.split(".")[0] if ch.isdigit())
+            num = "".join(ch for ch in log.parent.name if ch.isdigit())  # runs/trial-0001/...
             if num and int(num) >= minimum_trial and "/v1/completions" in log.read_text(errors="replace"):
                 return
         time.sleep(0.5)
