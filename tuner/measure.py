@@ -19,10 +19,10 @@ import functools
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -38,6 +38,8 @@ from tuner.progress import NullReporter, Reporter
 from tuner.spec import StudySpec
 from tuner.telemetry.serverside import MetricsPoller
 from tuner.trial import TrialResult
+
+_R = TypeVar("_R")
 
 
 def run_trial(
@@ -154,7 +156,7 @@ def _measure_into(
     """Run the workload against ``target`` and fill ``result`` (summary, steps, status, agreement)."""
     w = spec.workload
     slo = spec.slo.limits()
-    n_prompts = 256 if w.requests is None else min(max(w.requests, 64), 1024)
+    n_prompts = prompts_needed(spec)
     prompts = list(
         _prompts(w.tokenizer or model, n_prompts, w.input_tokens, w.shared_prefix_tokens, w.seed, w.api)
     )
@@ -162,7 +164,7 @@ def _measure_into(
 
     visible = spec.server.env.get("CUDA_VISIBLE_DEVICES")
     with GpuSampler(visible_devices=visible, on_unavailable=rep.message) as gpu:
-        run = asyncio.run(_drive(spec, target, prompts, rep, alive))
+        run = _run_async(_drive(spec, target, prompts, rep, alive))
     steps = run.steps
     result.steps = steps
     idx = capacity.scored_step(steps, slo, w.max_failed_fraction) if w.mode == "capacity" else 0
@@ -186,6 +188,16 @@ def _measure_into(
         result.message = (
             f"{steps[-1].failed} of {steps[-1].failed + steps[-1].completed} requests failed: {first}"
         )
+
+
+def _run_async(coro: Coroutine[Any, Any, _R]) -> _R:
+    """Run the load on uvloop when it is installed (about 20 % less client CPU per streamed chunk)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 @dataclass
@@ -213,6 +225,7 @@ async def _drive(spec: StudySpec, target: Target, prompts: list[Prompt], rep: Re
         if w.warmup_requests:
             rep.phase("warm-up", f"{w.warmup_requests} requests")
             await run_load(target, prompts, warm, session=session)
+        prompts = prompts[w.warmup_requests :] + prompts[: w.warmup_requests]  # measured: fresh prompts first
         before = await _scrape(session, target.base_url)
         poller = MetricsPoller(session, target.base_url) if before is not None else None
         async with poller if poller is not None else contextlib.nullcontext():
@@ -307,10 +320,41 @@ def _memory_check(model: str, flags: Mapping[str, Any], visible: str | None) -> 
     return check_fits(cfg, flags, int(facts["memory_total_mib"]) << 20).to_dict()
 
 
-def _rotate(prompts: list[Prompt], i: int) -> list[Prompt]:
-    """A different starting prompt per step, so a step does not replay the last one's prompts."""
-    k = (i * 37) % len(prompts) if prompts else 0
+def _rotate(prompts: list[Prompt], offset: int) -> list[Prompt]:
+    """The prompts from ``offset`` on (wrapping), so a step does not replay the prompts of earlier steps."""
+    k = offset % len(prompts) if prompts else 0
     return prompts[k:] + prompts[:k]
+
+
+#: prompts built per trial at most (building costs ~1.5 ms per 1024-token prompt); beyond it they repeat
+MAX_PROMPTS = 4096
+
+
+def prompts_needed(spec: StudySpec) -> int:
+    """Distinct prompts for one trial: warm-up plus every measured request, so no request repeats an earlier
+    prompt (a repeat would hit the prefix cache and fake a fast TTFT). Duration-bounded loads are estimated
+    (rate x duration, or 1024); past :data:`MAX_PROMPTS` prompts repeat."""
+    w = spec.workload
+    if w.mode == "fixed":
+        if w.requests is not None:
+            measured = w.requests
+        elif w.request_rate is not None and w.duration_s is not None:
+            measured = int(w.request_rate * w.duration_s * 1.2) + 1
+        else:
+            measured = 1024
+    else:
+        is_rate = w.request_rate is not None
+        if w.duration_s is not None:
+            measured = sum(
+                int(lv * w.duration_s * 1.2) + 1 if is_rate else 1024 // 4
+                for lv in capacity.levels(w.capacity)
+            )
+        else:
+            measured = sum(
+                capacity.step_requests(lv, w.requests, w.capacity, is_rate)
+                for lv in capacity.levels(w.capacity)
+            )
+    return max(1, min(w.warmup_requests + measured, MAX_PROMPTS))
 
 
 def _describe(plan: LoadPlan) -> str:

@@ -83,6 +83,8 @@ class FloatRange(_Strict):
     @model_validator(mode="after")
     def _check(self) -> FloatRange:
         _check_range(self.low, self.high, self.log, self.step)
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be used together")
         return self
 
 
@@ -440,8 +442,8 @@ def resolve_model(spec: StudySpec, model: str | None = None) -> str:
 
 
 def default_storage(spec: StudySpec) -> str:
-    """The storage URL: the file's ``storage`` (a relative sqlite path is taken from the study file's
-    folder), else ``sqlite:///<study dir>/<name>.db``."""
+    """The storage URL: the file's ``storage`` (a relative sqlite path is taken from the working directory,
+    as SQLAlchemy reads it, and made absolute), else ``sqlite:///<study dir>/<name>.db``."""
     if spec.storage is None:
         return f"sqlite:///{study_dir(spec) / (spec.name + '.db')}"
     url = spec.storage
