@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("best", help="export one configuration of the front")
     c.add_argument("study")
-    c.add_argument("--pick", choices=("throughput", "latency", "knee"), default="knee")
+    c.add_argument("--pick", choices=("throughput", "latency", "knee"), default="throughput")
     c.add_argument("--export", choices=("cmd", "yaml"), required=True)
     c.add_argument("--output", help="write to this file instead of stdout")
     c.add_argument("--storage")
@@ -399,6 +399,7 @@ def _cmd_measure(args: argparse.Namespace, console: Console) -> int:
 
 def _print_result(console: Console, spec: StudySpec, result: Any) -> None:
     from tuner.objectives import metric_or_none
+    from tuner.report.fmt import fmt_num
     from tuner.report.pareto import unit
 
     console.print(f"status: {result.status}" + (f" ({result.message})" if result.message else ""))
@@ -406,7 +407,7 @@ def _print_result(console: Console, spec: StudySpec, result: Any) -> None:
     for n in names:
         v = metric_or_none(result.summary, n)
         if v is not None:
-            console.print(f"  {n:<20} {v:>12.4g} {unit(n)}")
+            console.print(f"  {n:<20} {fmt_num(v):>12} {unit(n)}")
     for n, limit in spec.slo.limits().items():
         v = metric_or_none(result.summary, n)
         if v is not None:

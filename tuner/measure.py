@@ -217,7 +217,7 @@ async def _drive(spec: StudySpec, target: Target, prompts: list[Prompt], rep: Re
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         warm = LoadPlan(
             output_tokens=w.output_tokens,
-            concurrency=max(1, min(w.warmup_requests, w.concurrency or w.warmup_requests or 1)),
+            concurrency=max(1, w.warmup_requests),  # all at once: a burst that exercises batch shapes
             requests=w.warmup_requests,
             request_timeout_s=w.request_timeout_s,
             seed=w.seed,

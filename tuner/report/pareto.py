@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError, UsageError
 from tuner.metrics import Summary
+from tuner.report.fmt import fmt_num
 
 Pick = Literal["throughput", "latency", "knee"]
 PICKS: tuple[str, ...] = ("throughput", "latency", "knee")
@@ -55,7 +56,7 @@ def format_values(names: Sequence[str], values: Sequence[float] | None) -> str:
     """``output_throughput 812 tok/s, ttft_p99 640 ms``."""
     if not values:
         return "-"
-    return ", ".join(f"{n} {v:.4g} {unit(n)}".rstrip() for n, v in zip(names, values, strict=False))
+    return ", ".join(f"{n} {fmt_num(v)} {unit(n)}".rstrip() for n, v in zip(names, values, strict=False))
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
@@ -194,7 +195,7 @@ def best_so_far(study: optuna.Study, names: Sequence[str] | None = None) -> str:
     if not best:
         return ""
     t = best[0]
-    return f"{names[0]} {t.values[0]:.4g} {unit(names[0])} (#{t.number})".replace("  ", " ")
+    return f"{names[0]} {fmt_num(t.values[0])} {unit(names[0])} (#{t.number})".replace("  ", " ")
 
 
 def pick(study: optuna.Study, how: str) -> FrozenTrial:

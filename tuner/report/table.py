@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.table import Table
 
+from tuner.report.fmt import fmt_num
 from tuner.report.pareto import unit
 
 
@@ -34,7 +35,7 @@ def _num(v: Any) -> str:
         return "-"
     if isinstance(v, bool) or not isinstance(v, int | float):
         return str(v)
-    return f"{v:.4g}"
+    return fmt_num(v)
 
 
 def _pct(v: float | None) -> str:
