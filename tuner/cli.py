@@ -156,12 +156,65 @@ def _quiet_libraries() -> None:
 # ------------------------------------------------------------------------------------------------ commands
 
 
+def _preflight(
+    spec: StudySpec, console: Console, sets: dict[str, Param] | None = None, *, servers: bool = True
+) -> None:
+    """Checks of a study about to start servers, before anything is written: model folders, the flags
+    against the installed vLLM's parser (:mod:`tuner.vllm_args`), and a loud word on a non-loopback host."""
+    import os
+
+    from tuner.spec import check_models
+    from tuner.vllm_args import check_flags
+
+    check_models(spec)
+    if spec.storage is not None:
+        from tuner.storage import parse_url
+
+        parse_url(spec.storage)  # measure stores nothing, but a bad study file is bad input everywhere
+    if not servers:
+        return
+    check_flags(
+        spec,
+        sets,
+        on_build=lambda: console.info(
+            "checking the study's flags against vLLM's own argument parser (once per vLLM install) ..."
+        ),
+    )
+    host = spec.server.host
+    if not _is_loopback(host):
+        guarded = bool(
+            spec.server.args.get("api-key")
+            or spec.server.env.get("VLLM_API_KEY")
+            or os.environ.get("VLLM_API_KEY")
+        )
+        console.warn(
+            f"server.host is {host}: every vLLM server this study starts listens on {host}, reachable from "
+            "other machines" + ("" if guarded else ", with no API key (anyone who reaches it can use it)")
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from tuner.progress_rich import RichReporter
     from tuner.study import run_study
 
     spec = load_spec(args.study)
     timeout = parse_duration(args.timeout) if args.timeout else None
+    if args.storage is not None:
+        from tuner.storage import parse_url
+
+        parse_url(args.storage)
+    _preflight(spec, console)
     with RichReporter() as reporter:
         outcome = run_study(
             spec,
@@ -376,6 +429,7 @@ def _check_against(name: str, item: str, value: Param, entry: Any) -> Param:
 def _cmd_measure(args: argparse.Namespace, console: Console) -> int:
     spec = load_spec(args.study)
     params = parse_sets(spec, args.sets)
+    _preflight(spec, console, params, servers=args.url is None)
     from tuner.measure import run_trial  # after the checks: it imports the load generator's stack
     from tuner.progress import NullReporter, Reporter
     from tuner.progress_rich import RichReporter

@@ -7,15 +7,18 @@ Rules, in order:
 * fixed ``server.args`` then the trial's params, both in sorted flag order so argv is stable;
 * a value of ``None`` (or the choice ``none``) means "leave vLLM's default": the flag is not passed;
 * ``True`` passes ``--flag``; ``False`` passes ``--no-flag`` (vLLM's boolean flags accept both forms);
-* a checkpoint choice (``{name: awq, model: ...}``) swaps the model and passes ``--quantization NAME``.
+* a checkpoint choice (``{name: awq, model: ...}``) swaps the model and passes ``--quantization NAME``;
+* secret flags (``api-key``, ``hf-token``) never appear in argv: they go to the server's environment
+  (``VLLM_API_KEY``, ``HF_TOKEN``; ``ServerPlan.env``), so neither vLLM's log nor the stored argv holds them.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from tuner.redact import FLAG_ENV, secret_flag_env
 from tuner.spec import Checkpoint, Choices, FlagValue, StudySpec, resolve_model
 
 Param = bool | int | float | str | None
@@ -28,6 +31,7 @@ class ServerPlan:
     argv: list[str]
     model: str
     flags: dict[str, FlagValue]  # the effective flags (fixed + trial), without host/port/model
+    env: dict[str, str] = field(default_factory=dict)  # secret flags, passed through the environment
 
 
 def format_value(value: int | float | str) -> str:
@@ -90,8 +94,8 @@ def build_plan(
     if spec.served_model_name:
         argv += ["--served-model-name", spec.served_model_name]
     argv += ["--host", host or spec.server.host, "--port", str(port)]
-    argv += flag_args(flags)
-    return ServerPlan(argv=argv, model=model, flags=flags)
+    argv += flag_args({k: v for k, v in flags.items() if k not in FLAG_ENV})
+    return ServerPlan(argv=argv, model=model, flags=flags, env=secret_flag_env(flags))
 
 
 def resolve_command(command: Sequence[str]) -> list[str]:

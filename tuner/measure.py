@@ -6,7 +6,12 @@ Contract of :func:`run_trial`:
   rule before launch, ``oom``/``invalid_config``/``startup_timeout`` at start, ``crashed`` when the server
   died under load, ``load_errors`` when too many requests failed);
 * the server is always stopped (its whole process group) before it returns or raises;
-* ``KeyboardInterrupt`` propagates after the server is stopped, so the caller can mark the trial interrupted.
+* ``KeyboardInterrupt`` propagates after the server is stopped, so the caller can mark the trial interrupted;
+* a server that stops answering ``/health`` after the load (its engine died; vLLM's API process lingers a
+  moment before it exits) is ``crashed``, like one that exited;
+* nothing it returns holds a secret (:mod:`tuner.redact`): argv, flags, message and log tail are masked, and
+  so is the server log it keeps. An API key (``server.args.api-key``, or ``VLLM_API_KEY`` in the server's
+  environment) reaches vLLM through ``VLLM_API_KEY`` and the load as ``Authorization: Bearer``.
 
 With ``url`` it measures an already running server and starts nothing.
 """
@@ -18,8 +23,9 @@ import contextlib
 import functools
 import json
 import math
+import os
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +41,7 @@ from tuner.load.prompts import Prompt, Tokenizer, build_prompts, load_tokenizer
 from tuner.load.runner import LoadPlan, run_load
 from tuner.metrics import Summary, summarize
 from tuner.progress import NullReporter, Reporter
+from tuner.redact import Redactor, redact_file, spec_redactor
 from tuner.spec import StudySpec
 from tuner.telemetry.serverside import MetricsPoller
 from tuner.trial import TrialResult
@@ -51,13 +58,16 @@ def run_trial(
     reporter: Reporter | None = None,
     url: str | None = None,
     trial_name: str = "trial",
+    port_picker: Callable[[str], int] | None = None,
 ) -> TrialResult:
-    """Measure one configuration (see the module docstring for the contract)."""
+    """Measure one configuration (see the module docstring for the contract). ``port_picker`` chooses the
+    server's port (default: a free one, :func:`tuner.server.free_port`)."""
     rep = reporter or NullReporter()
     started = time.time()
     flags, model = trial_flags(spec, params)
+    redactor = spec_redactor(spec)
     if url is not None:
-        return _finish(_measure_url(spec, url, model, rep), started)
+        return _finish(_measure_url(spec, url, model, rep, flags), started, redactor)
 
     rep.phase("checking")
     from tuner.space import prelaunch_violation
@@ -65,7 +75,8 @@ def run_trial(
     reason = prelaunch_violation(flags)
     plan0 = build_plan(spec, params, port=0)
     if reason:
-        return _finish(TrialResult(status=INFEASIBLE, argv=plan0.argv, message=reason, flags=flags), started)
+        result = TrialResult(status=INFEASIBLE, argv=plan0.argv, message=reason, flags=flags)
+        return _finish(result, started, redactor)
     verdict = _memory_check(model, flags, spec.server.env.get("CUDA_VISIBLE_DEVICES"))
     if verdict and not verdict.get("fits", True):
         return _finish(
@@ -78,9 +89,10 @@ def run_trial(
                 env=_environment(),
             ),
             started,
+            redactor,
         )
 
-    from tuner.server import start_server
+    from tuner.server import free_port, http_status, start_server
 
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{trial_name}.server.log"
@@ -88,26 +100,40 @@ def run_trial(
     result = TrialResult(
         status="ok", log_path=str(log_path), flags=dict(flags), memory_check=verdict or {}, env=_environment()
     )
+    server_env = {**spec.server.env, **plan0.env}
     try:
         with start_server(
             lambda port: build_plan(spec, params, port=port).argv,
             host=spec.server.host,
-            env=dict(spec.server.env),
+            env=server_env,
             log_path=log_path,
             runtime_dir=runtime_dir,
             startup_timeout_s=spec.server.startup_timeout_s,
             stop_timeout_s=spec.server.stop_timeout_s,
+            port_picker=port_picker or free_port,
         ) as server:
             result.argv = list(server.argv)
             result.startup_s = server.startup_s
-            target = Target(base_url=server.url, model=spec.served_model_name or model, api=spec.workload.api)
+            target = Target(
+                base_url=server.url,
+                model=spec.served_model_name or model,
+                api=spec.workload.api,
+                headers=_auth_headers({**os.environ, **server_env}),
+            )
             try:
                 _measure_into(result, spec, target, model, rep, alive=server.alive)
             finally:
                 rep.phase("stopping")
-            if not server.alive():
+            if server.alive() and http_status(server.host, server.port, timeout_s=5.0) != 200:
+                # the engine died: vLLM's API process answers 503, then exits; give it a moment
+                deadline = time.monotonic() + 10.0
+                while server.alive() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if server.alive():
+                    server.stop()
+            if server.returncode is not None:
                 result.status = "crashed"
-                result.message = _reason_from_tail(server.log_tail(40)) or "the server died under load"
+                result.message = _reason_from_tail(server.log_tail(200)) or "the server died under load"
                 result.log_tail = server.log_tail(40)
     except TrialFailure as e:
         result.status = e.failure
@@ -115,19 +141,45 @@ def run_trial(
         result.log_tail = list(e.log_tail)
         if not result.argv:
             result.argv = plan0.argv
-    return _finish(result, started)
+    finally:
+        redact_file(log_path, redactor)
+    return _finish(result, started, redactor)
 
 
-def _measure_url(spec: StudySpec, url: str, model: str, rep: Reporter) -> TrialResult:
+def _auth_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """``Authorization: Bearer KEY`` when the server is given an API key (vLLM reads ``VLLM_API_KEY``)."""
+    key = env.get("VLLM_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _measure_url(
+    spec: StudySpec, url: str, model: str, rep: Reporter, flags: Mapping[str, object]
+) -> TrialResult:
     result = TrialResult(status="ok", argv=[], log_path=None, env=_environment())
-    target = Target(base_url=url.rstrip("/"), model=spec.served_model_name or model, api=spec.workload.api)
+    key = flags.get("api-key")
+    env = {**os.environ, **spec.server.env, **({"VLLM_API_KEY": str(key)} if isinstance(key, str) else {})}
+    target = Target(
+        base_url=url.rstrip("/"),
+        model=spec.served_model_name or model,
+        api=spec.workload.api,
+        headers=_auth_headers(env),
+    )
     _measure_into(result, spec, target, model, rep, alive=lambda: True)
     return result
 
 
-def _finish(result: TrialResult, started: float) -> TrialResult:
+def _finish(result: TrialResult, started: float, redactor: Redactor) -> TrialResult:
     result.started_at = started
     result.ended_at = time.time()
+    return redact_result(result, redactor)
+
+
+def redact_result(result: TrialResult, redactor: Redactor) -> TrialResult:
+    """``result`` with every secret masked in what is stored or printed of it (in place; returned)."""
+    result.argv = redactor.argv(result.argv)
+    result.flags = redactor.flags(result.flags)
+    result.message = redactor.text(result.message) if result.message is not None else None
+    result.log_tail = [redactor.text(line) for line in result.log_tail]
     return result
 
 

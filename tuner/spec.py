@@ -64,6 +64,19 @@ OBJECTIVE_METRICS: dict[str, str] = {
 }
 
 SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")
+
+#: vLLM flags whose value is a count or a size: must be > 0 (``low`` of a range, every numeric choice,
+#: a fixed value); and flags that may be 0 but never negative
+POSITIVE_FLAGS = frozenset(
+    {
+        "max-num-seqs", "max-num-batched-tokens", "max-model-len", "block-size", "tensor-parallel-size",
+        "pipeline-parallel-size", "data-parallel-size", "max-num-partial-prefills",
+        "max-long-partial-prefills", "max-seq-len-to-capture", "num-scheduler-steps", "max-logprobs",
+    }
+)  # fmt: skip
+NON_NEGATIVE_FLAGS = frozenset({"swap-space", "cpu-offload-gb", "long-prefill-token-threshold"})
+#: fractions: must lie in (0, 1]
+FRACTION_FLAGS = frozenset({"gpu-memory-utilization"})
 _FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
@@ -310,18 +323,21 @@ class StudySpec(_Strict):
             checkpoint = isinstance(entry, Choices) and any(isinstance(c, Checkpoint) for c in entry.choices)
             if checkpoint and k != "quantization":
                 raise ValueError(f"search.{k}: only quantization choices may name a checkpoint")
-        if "gpu-memory-utilization" in self.search:
-            e = self.search["gpu-memory-utilization"]
-            if isinstance(e, FloatRange) and not (e.low > 0 and e.high <= 1):
-                raise ValueError("search.gpu-memory-utilization: must lie in (0, 1]")
+        for k, entry in self.search.items():
+            if isinstance(entry, FloatRange | IntRange):
+                _check_flag_value(f"search.{k}", k, entry.low, "low")
+                _check_flag_value(f"search.{k}", k, entry.high, "high")
+            else:
+                for c in entry.choices:
+                    _check_flag_value(f"search.{k}", k, c, "choice")
         if isinstance(self.baseline, dict):
-            for k in self.baseline:
+            for k, v in self.baseline.items():
                 _check_flag_name(k)
                 if k in self.server.args:
                     raise ValueError(f"baseline.{k}: already fixed in server.args")
-        gmu = self.server.args.get("gpu-memory-utilization")
-        if isinstance(gmu, int | float) and not isinstance(gmu, bool) and not 0 < gmu <= 1:
-            raise ValueError("server.args.gpu-memory-utilization: must lie in (0, 1]")
+                _check_flag_value(f"baseline.{k}", k, v, "value")
+        for k, v in self.server.args.items():
+            _check_flag_value(f"server.args.{k}", k, v, "value")
         return self
 
     @property
@@ -348,6 +364,18 @@ def _check_flag_name(name: str) -> None:
         raise ValueError(f"flag {name!r}: vLLM flags are lower-case words joined by '-'")
     if name in ("model", "port", "host"):
         raise ValueError(f"flag {name!r} is set by tuner itself")
+
+
+def _check_flag_value(where: str, name: str, value: object, what: str) -> None:
+    """Refuse a number no vLLM accepts for ``name`` (a negative count, a memory fraction above 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if name in FRACTION_FLAGS and not 0 < value <= 1:
+        raise ValueError(f"{where}: must lie in (0, 1], got {what} {value}")
+    if name in POSITIVE_FLAGS and value <= 0:
+        raise ValueError(f"{where}: must be positive, got {what} {value}")
+    if name in NON_NEGATIVE_FLAGS and value < 0:
+        raise ValueError(f"{where}: must not be negative, got {what} {value}")
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -439,6 +467,27 @@ def resolve_model(spec: StudySpec, model: str | None = None) -> str:
     if m.startswith(("./", "../", "/", "~")):
         return str((study_dir(spec) / p).resolve())  # a path that does not exist: preflight says so
     return m
+
+
+def check_models(spec: StudySpec) -> None:
+    """Refuse a model given as a path (``./``, ``../``, ``/``, ``~``) that is not a folder, for the study's
+    model and every checkpoint choice. Raises :class:`SpecError` (one line). Hub names are not checked."""
+    source = spec.source or "<study>"
+    wanted: list[tuple[str, str]] = [("model", spec.model)]
+    for k, entry in spec.search.items():
+        if isinstance(entry, Choices):
+            wanted += [(f"search.{k}", c.model) for c in entry.choices if isinstance(c, Checkpoint)]
+    for key, m in wanted:
+        if not m.startswith(("./", "../", "/", "~")):
+            continue
+        path = Path(resolve_model(spec, m))
+        if not path.exists():
+            where = f"{study_dir(spec)} and {Path.cwd()}" if not Path(m).expanduser().is_absolute() else ""
+            raise SpecError(
+                source, key, f"model folder {m} does not exist" + (f" (looked in {where})" if where else "")
+            )
+        if not path.is_dir():
+            raise SpecError(source, key, f"model {m} is a file; give the model's folder")
 
 
 def default_storage(spec: StudySpec) -> str:

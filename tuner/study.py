@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import math
 import os
 import signal
@@ -307,8 +306,10 @@ def _directions(spec: StudySpec) -> list[optuna.study.StudyDirection]:
 
 
 def _spec_json(spec: StudySpec) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(spec.model_dump_json())
-    return data
+    """The study file as stored: JSON data, secrets (``server.env`` tokens, ``api-key``) masked."""
+    from tuner.redact import spec_data
+
+    return spec_data(spec)
 
 
 def _write_spec_attrs(study: optuna.Study, spec: StudySpec) -> None:
@@ -584,11 +585,16 @@ class _Loop:
             requeue(self.study, self.study._storage.get_trial(trial._trial_id), self.spec)
 
     def _tell(self, trial: optuna.Trial, result: TrialResult) -> FrozenTrial:
+        from tuner.redact import spec_redactor
+
+        self.reporter.phase("saving")
         ev = evaluate(self.spec, result)
-        attrs = result_attrs(result, ev)
+        attrs = spec_redactor(self.spec).obj(result_attrs(result, ev))
         try:
-            for k, v in attrs.items():
+            for i, (k, v) in enumerate(attrs.items()):
                 trial.set_user_attr(k, v)
+                if i == 0:
+                    pause_for_tests("saving", trial.number)
             for k, c in ev.constraints.items():
                 trial.set_constraint(k, c)
             return self.study.tell(trial, ev.values)
@@ -740,6 +746,19 @@ def _finished_twin(study: optuna.Study, params: Mapping[str, Any], is_base: bool
         if bool(t.user_attrs.get(ATTR_BASELINE)) == is_base and t.params == dict(params):
             return t.number
     return None
+
+
+def pause_for_tests(phase: str, trial_number: int) -> None:
+    """A test hook, inert unless ``TUNER_TEST_PAUSE_AT`` is ``phase`` or ``phase:trial_number``: then write
+    the phase to the file ``TUNER_TEST_PAUSE_FILE`` (when set) and sleep, so that a test can ``kill -9`` this
+    process at a known point. ``saving`` is reached in the middle of storing a trial's result (one
+    attribute written, the trial still RUNNING)."""
+    if os.environ.get("TUNER_TEST_PAUSE_AT") not in (phase, f"{phase}:{trial_number}"):
+        return
+    marker = os.environ.get("TUNER_TEST_PAUSE_FILE")
+    if marker:
+        Path(marker).write_text(phase)
+    time.sleep(3600)
 
 
 # ------------------------------------------------------------------------------------ heartbeat, signals

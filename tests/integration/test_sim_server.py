@@ -28,10 +28,30 @@ def _free_port() -> int:
 def sim_server(tiny_model: Path) -> Iterator[str]:
     port = _free_port()
     argv = [
-        sys.executable, "-m", "tuner.sim", "--model", str(tiny_model), "--host", "127.0.0.1", "--port", str(port),
-        "--sim-hardware", "cpu-2core", "--max-model-len", "2048", "--max-num-seqs", "8", "--block-size", "32",
-        "--sim-time-scale", "0.05", "--sim-startup-s", "0", "--served-model-name", "tiny",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "tuner.sim",
+        "--model",
+        str(tiny_model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--sim-hardware",
+        "cpu-2core",
+        "--max-model-len",
+        "2048",
+        "--max-num-seqs",
+        "8",
+        "--block-size",
+        "32",
+        "--sim-time-scale",
+        "0.05",
+        "--sim-startup-s",
+        "0",
+        "--served-model-name",
+        "tiny",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -111,7 +131,9 @@ async def _exercise(base: str) -> None:
             assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 12
             assert usage["usage"]["prompt_tokens"] == 51
             content = chunks[:-1]
-            assert all(c["object"] == "text_completion" and isinstance(c["choices"][0]["text"], str) for c in content)
+            assert all(
+                c["object"] == "text_completion" and isinstance(c["choices"][0]["text"], str) for c in content
+            )
             assert [c["choices"][0]["finish_reason"] for c in content][-1] == "length"
             assert all(c["choices"][0]["finish_reason"] is None for c in content[:-1])
             words = sum(len(c["choices"][0]["text"].split()) for c in content)
@@ -146,3 +168,57 @@ async def _exercise(base: str) -> None:
         assert m[f"vllm:prefix_cache_queries_total{{{lab}}}"] >= 7 * 51
         assert f"vllm:num_preemptions_total{{{lab}}}" in m
         assert any(k.startswith("vllm:cache_config_info{") for k in m)
+
+
+@pytest.mark.slow
+def test_tuner_run_study_against_the_simulator(tiny_model: Path, tmp_path: Path) -> None:
+    """A whole ``tuner run`` where only ``server.command`` differs from a real study: trials start the
+    simulator, measure it, and a refused block size is recorded as a failed configuration."""
+    import optuna
+    import yaml
+
+    from tuner.cli import main as tuner_main
+    from tuner.spec import default_storage, load_spec
+
+    study = {
+        "name": "sim-e2e",
+        "model": str(tiny_model),
+        "server": {
+            "command": [
+                "python",
+                "-m",
+                "tuner.sim",
+                "--sim-hardware",
+                "cpu-2core",
+                "--sim-time-scale",
+                "0.02",
+                "--sim-startup-s",
+                "0",
+            ],
+            "args": {"max-model-len": 2048},
+            "startup_timeout_s": 60,
+        },
+        "search": {
+            "max-num-seqs": {"low": 2, "high": 32, "log": True},
+            "block-size": {"choices": [32, 16]},  # 16: "No valid attention backend" on the CPU profile
+        },
+        "workload": {
+            "input_tokens": 64,
+            "output_tokens": 16,
+            "requests": 16,
+            "warmup_requests": 2,
+            "capacity": {"levels": [1, 4]},
+        },
+        "slo": {"ttft_p99_ms": 100, "itl_p99_ms": 20},  # simulated 5 s / 1 s at time scale 0.02
+        "objectives": ["maximize output_throughput"],
+        "baseline": {"gpu-memory-utilization": 0.3},
+        "n_trials": 4,
+        "seed": 1,
+    }
+    path = tmp_path / "sim-e2e.yaml"
+    path.write_text(yaml.safe_dump(study))
+    assert tuner_main(["run", str(path)]) == 0
+    trials = optuna.load_study(study_name="sim-e2e", storage=default_storage(load_spec(path))).get_trials()
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) >= 4
+    assert any(t.values and t.values[0] > 0 for t in done)

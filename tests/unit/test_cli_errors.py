@@ -45,10 +45,17 @@ def _fake(spec: Any, params: Any, **_: Any) -> TrialResult:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_vllm_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flag check against vLLM's own parser imports vLLM (slow): tests/faults/test_bad_input.py has it."""
+    monkeypatch.setenv("TUNER_CHECK_VLLM_FLAGS", "0")
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with a good study file and its finished two-trial database."""
+    """A folder with a good study file (its model folder ./m exists) and its finished two-trial database."""
     d = tmp_path_factory.mktemp("cli")
+    (d / "m").mkdir()
     (d / "good.yaml").write_text(yaml.safe_dump(GOOD))
     run_study(load_spec(d / "good.yaml"), trial_fn=_fake)
     assert (d / "cli.db").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -21,7 +22,7 @@ from tuner.sim.engine import (
     simulate,
     weighted_percentiles,
 )
-from tuner.sim.hardware import GiB, PROFILES, get_hardware
+from tuner.sim.hardware import PROFILES, GiB, get_hardware
 from tuner.sim.model_shape import load_shape
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
@@ -105,7 +106,7 @@ def test_weighted_percentiles_match_numpy() -> None:
 def test_more_seqs_more_throughput_until_kv_bound() -> None:
     w = SimWorkload(input_tokens=512, output_tokens=256, requests=400, concurrency=256)
     thr = [simulate(h100(max_num_seqs=n), w).summary.output_throughput_tok_s for n in (8, 16, 32, 64, 128)]
-    assert all(b > a * 1.05 for a, b in zip(thr, thr[1:], strict=False)), thr
+    assert all(b > a * 1.05 for a, b in itertools.pairwise(thr)), thr
     # a KV cache that holds about 24 such requests: past that, more seqs buy (almost) nothing
     small = dict(gpu_memory_utilization=0.24, max_model_len=4096)
     p = plan_engine(h100(max_num_seqs=8, **small))
@@ -128,7 +129,9 @@ def test_preemption_when_kv_is_short() -> None:
 
 
 def test_prefix_caching_helps_shared_prefixes() -> None:
-    w = SimWorkload(input_tokens=2048, output_tokens=64, shared_prefix_tokens=1536, requests=200, concurrency=32)
+    w = SimWorkload(
+        input_tokens=2048, output_tokens=64, shared_prefix_tokens=1536, requests=200, concurrency=32
+    )
     on = simulate(h100(enable_prefix_caching=True), w)
     off = simulate(h100(enable_prefix_caching=False), w)
     assert on.stats.prefix_hits > 0.6 * on.stats.prefix_queries
@@ -154,15 +157,36 @@ def test_quantization_changes_weights_and_speed() -> None:
     assert fp8.weight_bytes < 0.6 * base.weight_bytes
     assert 4.5 < awq.weight_bytes / GiB < 6.0 and awq.quant == "awq" and awq.dtype == "float16"
     w = SimWorkload(input_tokens=1024, output_tokens=128, requests=128, concurrency=64)
-    assert simulate(fp8, w).summary.output_throughput_tok_s > simulate(base, w).summary.output_throughput_tok_s
+    assert (
+        simulate(fp8, w).summary.output_throughput_tok_s > simulate(base, w).summary.output_throughput_tok_s
+    )
 
 
-def test_bulk_decode_matches_step_by_step_and_records() -> None:
-    cfg = h100(max_num_seqs=48, gpu_memory_utilization=0.3)
-    for w in (
-        SimWorkload(input_tokens=900, output_tokens=200, requests=120, concurrency=64),
-        SimWorkload(input_tokens=1500, output_tokens=80, requests=80, rate=25.0, shared_prefix_tokens=1000),
-    ):
+def test_bulk_steps_match_step_by_step_and_records() -> None:
+    """The bulk paths (decode-only runs; decodes beside a long chunked prefill) change nothing."""
+    cases = (
+        (
+            h100(max_num_seqs=48, gpu_memory_utilization=0.3),
+            SimWorkload(input_tokens=900, output_tokens=200, requests=120, concurrency=64),
+        ),
+        (
+            h100(max_num_seqs=48, gpu_memory_utilization=0.3),
+            SimWorkload(
+                input_tokens=1500, output_tokens=80, requests=80, rate=25.0, shared_prefix_tokens=1000
+            ),
+        ),
+        (
+            h100(max_num_seqs=16, max_num_batched_tokens=512, gpu_memory_utilization=0.3),
+            SimWorkload(
+                input_tokens=5000, output_tokens=300, requests=40, concurrency=24, shared_prefix_tokens=3000
+            ),
+        ),
+        (
+            h100(max_num_seqs=16, max_num_batched_tokens=128),
+            SimWorkload(input_tokens=6000, output_tokens=100, requests=20, rate=3.0),
+        ),
+    )
+    for cfg, w in cases:
         fast = simulate(cfg, w, records=True)
         slow = simulate(cfg, w, bulk=False)
         ref = summarize(fast.records or [])
@@ -179,7 +203,7 @@ def test_capacity_mode_scores_best_feasible_step() -> None:
     w = SimWorkload(input_tokens=512, output_tokens=128, requests=64)
     res = capacity(h100(max_num_seqs=64), w, {"itl_p99": 60.0, "ttft_p99": 2000.0})
     assert res.best is not None and res.throughput > 0
-    level, best = res.steps[res.best]
+    _level, best = res.steps[res.best]
     assert best.itl_ms.p99 <= 60.0 and best.ttft_ms.p99 <= 2000.0
     assert res.steps[-1][0] <= 64
     tight = capacity(h100(max_num_seqs=64), w, {"itl_p99": 0.5})
@@ -205,10 +229,18 @@ def test_simulation_is_deterministic() -> None:
             "invalid_config",
             "is smaller than max_model_len",
         ),
-        ({"max_num_seqs": 512, "max_num_batched_tokens": 256}, "invalid_config", "must be greater than or equal"),
+        (
+            {"max_num_seqs": 512, "max_num_batched_tokens": 256},
+            "invalid_config",
+            "must be greater than or equal",
+        ),
         ({"quantization": "awq"}, "invalid_config", "Cannot find the config file for awq"),
         ({"tensor_parallel_size": 3}, "invalid_config", "must be divisible by tensor parallel size"),
-        ({"gpu_memory_utilization": 0.14, "max_model_len": 131072}, "oom", "larger than the available KV cache memory"),
+        (
+            {"gpu_memory_utilization": 0.14, "max_model_len": 131072},
+            "oom",
+            "larger than the available KV cache memory",
+        ),
         ({"max_model_len": 10**6}, "invalid_config", "greater than the derived max_model_len"),
     ],
 )
@@ -223,7 +255,9 @@ def test_weights_that_do_not_fit_are_a_cuda_oom() -> None:
     with pytest.raises(StartupError) as e:
         plan_engine(SimConfig(model="meta-llama/Llama-3.1-70B-Instruct", hardware="H100"))
     assert e.value.failure == "oom" and "CUDA out of memory" in e.value.lines[0]
-    assert plan_engine(SimConfig(model="meta-llama/Llama-3.1-70B-Instruct", hardware="H100", tensor_parallel_size=4))
+    assert plan_engine(
+        SimConfig(model="meta-llama/Llama-3.1-70B-Instruct", hardware="H100", tensor_parallel_size=4)
+    )
 
 
 def test_cli_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,15 +271,30 @@ def test_cli_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     rc = sim_main(["--model", LLAMA, "--block-size", "7", "--sim-startup-s", "0"])
     assert rc == 1 and "No valid attention backend" in capsys.readouterr().err
     rc = sim_main(
-        [LLAMA, "--no-enable-chunked-prefill", "--max-num-batched-tokens", "2048", "--max_model_len", "8k",
-         "--sim-startup-s", "0"]  # fmt: skip
+        [
+            LLAMA,
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            "2048",
+            "--max_model_len",
+            "8k",
+            "--sim-startup-s",
+            "0",
+        ]
     )
     assert rc == 1 and "ValidationError" in capsys.readouterr().err
 
 
 def test_flags_mapping_goes_through_the_cli_parser() -> None:
-    cfg = config_from_flags(LLAMA, {"max-num-seqs": 64, "enable-prefix-caching": False, "quantization": "fp8"}, "L40S")
-    assert (cfg.max_num_seqs, cfg.enable_prefix_caching, cfg.quantization, cfg.hardware) == (64, False, "fp8", "L40S")
+    cfg = config_from_flags(
+        LLAMA, {"max-num-seqs": 64, "enable-prefix-caching": False, "quantization": "fp8"}, "L40S"
+    )
+    assert (cfg.max_num_seqs, cfg.enable_prefix_caching, cfg.quantization, cfg.hardware) == (
+        64,
+        False,
+        "fp8",
+        "L40S",
+    )
 
 
 def test_every_profile_plans_an_8b_or_7b_awq_model() -> None:
