@@ -81,7 +81,8 @@ def test_measure_real_vllm(tmp_path: Path, tiny_model: Path, vllm_command: list[
     assert m["total_throughput_tok_s"] > m["output_throughput_tok_s"]
     for key in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"):
         d = m[key]
-        assert 0 < d["p50"] <= d["p90"] <= d["p99"], (key, d)
+        # ITL p50 may be 0: on 2 busy cores the API server flushes several tokens' events in one TCP read
+        assert 0 <= d["p50"] <= d["p90"] <= d["p99"] and d["p99"] > 0 and d["mean"] > 0, (key, d)
     assert m["e2e_ms"]["p50"] > m["ttft_ms"]["p50"]
 
     agree = out["server_metrics"]["agreement"]

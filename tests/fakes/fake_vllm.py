@@ -57,7 +57,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.fakes.sse_server import FakeConfig, FakeStats, _Handler  # noqa: E402
+from tests.fakes.sse_server import FakeConfig, FakeStats, _Handler
 
 KNOWN_FLAGS = frozenset(
     {

@@ -261,6 +261,19 @@ def test_unknown_flag_check_without_vllm() -> None:
     assert known_options(fake.server.command) is None  # not vLLM's command: nothing to check against
 
 
+def test_which_commands_are_checked_and_with_which_python() -> None:
+    from tuner.vllm_args import is_vllm_command
+
+    assert is_vllm_command(["python", "-m", "vllm.entrypoints.openai.api_server"])
+    assert is_vllm_command(["vllm", "serve"]) and is_vllm_command(["/opt/venv/bin/vllm", "serve"])
+    assert is_vllm_command(["python3", "-m", "vllm.entrypoints.cli.main", "serve"])
+    assert not is_vllm_command(["python", str(FAKE)]) and not is_vllm_command(["python", "-m", "tuner.sim"])
+    assert interpreter_of(["python", "-m", "vllm.entrypoints.openai.api_server"]) == sys.executable
+    script = Path(sys.executable).parent / "vllm"  # a console script: its #! line names the interpreter
+    if script.is_file():
+        assert interpreter_of([str(script), "serve"]) == script.read_text().splitlines()[0][2:].split()[0]
+
+
 def test_exit_status_of_the_real_process(folder: Path, tiny_model: Path) -> None:
     """The same through `python -m tuner`: the process exits 2 with one line, no traceback."""
     cases = {
