@@ -67,6 +67,7 @@ from tuner.failures import INFEASIBLE, INTERRUPTED
 from tuner.flags import Param, trial_flags
 from tuner.objectives import Evaluation, constraint_keys, evaluate
 from tuner.progress import NullReporter, Reporter
+from tuner.samplers import make_sampler
 from tuner.space import distributions, prelaunch_violation, suggest
 from tuner.spec import FlagValue, StudySpec, default_storage, runs_dir
 from tuner.storage import open_storage, parse_url, sqlite_path, storage_errors
@@ -362,43 +363,10 @@ def _seed(spec: StudySpec, created: bool) -> int | None:
 def _make_sampler(
     spec: StudySpec, dists: dict[str, BaseDistribution], *, seed: int | None
 ) -> optuna.samplers.BaseSampler:
-    try:
-        from tuner.samplers import make_sampler
-    except ImportError:
-        return _fallback_sampler(spec.sampler, dists, seed=seed, n_objectives=len(spec.objectives))
-    sampler: optuna.samplers.BaseSampler = make_sampler(
+    """The file's sampler over the whole search space (constraints are set on each trial, so none here)."""
+    return make_sampler(
         spec.sampler, seed=seed, n_objectives=len(spec.objectives), constraints_func=None, search_space=dists
     )
-    return sampler
-
-
-class _FixedSpaceTPE(optuna.samplers.TPESampler):
-    """Multivariate TPE over the study's whole search space. Optuna infers the space as the intersection of
-    the params of finished trials, which the baseline (no params) would make empty."""
-
-    def __init__(self, space: dict[str, BaseDistribution], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._space = dict(space)
-
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return dict(self._space)
-
-
-def _fallback_sampler(
-    name: str, dists: dict[str, BaseDistribution], *, seed: int | None, n_objectives: int
-) -> optuna.samplers.BaseSampler:
-    """A minimal sampler per name, used only while :mod:`tuner.samplers` is absent."""
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "grid":
-        raise UsageError("sampler: grid needs tuner.samplers, which is not installed")
-    return _FixedSpaceTPE(dists, seed=seed, multivariate=True, constant_liar=True, n_startup_trials=5)
 
 
 def _now_iso() -> str:
