@@ -414,15 +414,16 @@ def plot(
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
     for ax, sc in zip(axes.flat, scenarios, strict=False):
-        for method in [*METHODS, *DETERMINISTIC]:
+        for method in [*METHODS, *WITH_BASELINE, *DETERMINISTIC]:
             curves = results.get((sc.name, method))
             if not curves:
                 continue
             a = np.asarray(curves)
             x = np.arange(1, a.shape[1] + 1)
             med = np.median(a, axis=0)
-            lw = 2.6 if method == DEFAULT else 1.2
-            (line,) = ax.plot(x, med, lw=lw, label=method)
+            lw = 2.6 if method.startswith(DEFAULT) else 1.2
+            ls = "--" if method.endswith(BASELINE_SUFFIX) else "-"
+            (line,) = ax.plot(x, med, lw=lw, ls=ls, label=method)
             if a.shape[0] > 1 and method in (DEFAULT, "random"):
                 ax.fill_between(x, np.percentile(a, 10, axis=0), med, color=line.get_color(), alpha=0.15)
         ax.axhline(0.95, color="grey", lw=0.8, ls="--")
