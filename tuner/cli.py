@@ -123,12 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("make-model", help="write the tiny random model used by the demo and tests")
     c.add_argument("dir")
+    sub.add_parser("sim", help="serve the simulated vLLM (vLLM's flags; see docs/simulator.md)", add_help=False)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (see the module docstring)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["sim"]:  # its own parser: vLLM's flags, passed through untouched
+        from tuner.sim.__main__ import main as sim_main
+
+        return sim_main(args_list[1:])
     console = Console(json_mode="--json" in args_list or ("--format" in args_list and "json" in args_list))
     _quiet_libraries()
     try:
