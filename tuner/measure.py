@@ -42,7 +42,7 @@ from tuner.load.runner import LoadPlan, run_load
 from tuner.metrics import Summary, summarize
 from tuner.progress import NullReporter, Reporter
 from tuner.redact import Redactor, redact_file, spec_redactor
-from tuner.spec import StudySpec
+from tuner.spec import StudySpec, Workload
 from tuner.telemetry.serverside import MetricsPoller
 from tuner.trial import TrialResult
 
@@ -300,15 +300,7 @@ async def _steps(
     steps: list[Summary] = []
     windows: list[tuple[float, float]] = []
     if w.mode == "fixed":
-        plan = LoadPlan(
-            output_tokens=w.output_tokens,
-            concurrency=w.concurrency,
-            request_rate=w.request_rate,
-            requests=w.requests,
-            duration_s=w.duration_s,
-            request_timeout_s=w.request_timeout_s,
-            seed=w.seed,
-        )
+        plan = _plan(w, w.concurrency, w.request_rate, w.requests, w.seed)
         rep.phase("load", _describe(plan))
         t0 = time.monotonic()
         records = await run_load(target, prompts, plan, session=session)
@@ -316,20 +308,20 @@ async def _steps(
         steps.append(summarize(records, slo, load=_load_info(plan)))
     else:
         is_rate = w.request_rate is not None
+        sent = 0  # measured requests so far: each step starts at the first prompt not sent yet
         for i, level in enumerate(capacity.levels(w.capacity)):
             n = capacity.step_requests(level, w.requests, w.capacity, is_rate)
-            plan = LoadPlan(
-                output_tokens=w.output_tokens,
-                concurrency=None if is_rate else max(1, int(level)),
-                request_rate=level if is_rate else None,
-                requests=None if w.duration_s else n,
-                duration_s=w.duration_s,
-                request_timeout_s=w.request_timeout_s,
-                seed=w.seed + i,
+            plan = _plan(
+                w,
+                None if is_rate else max(1, int(level)),
+                level if is_rate else None,
+                None if w.duration_s else n,
+                w.seed + i,
             )
             rep.phase("load", f"step {i + 1}: {_describe(plan)}")
             t0 = time.monotonic()
-            records = await run_load(target, _rotate(prompts, i), plan, session=session)
+            records = await run_load(target, _rotate(prompts, sent), plan, session=session)
+            sent += sum(1 for r in records if not r.warmup)
             windows.append((t0, time.monotonic()))
             steps.append(summarize(records, slo, load=_load_info(plan)))
             if not alive():
@@ -370,6 +362,21 @@ def _memory_check(model: str, flags: Mapping[str, Any], visible: str | None) -> 
     except (OSError, ValueError):
         return None
     return check_fits(cfg, flags, int(facts["memory_total_mib"]) << 20).to_dict()
+
+
+def _plan(
+    w: Workload, concurrency: int | None, rate: float | None, requests: int | None, seed: int
+) -> LoadPlan:
+    """A measured load of the workload's shape at one level (duration and timeout from the file)."""
+    return LoadPlan(
+        output_tokens=w.output_tokens,
+        concurrency=concurrency,
+        request_rate=rate,
+        requests=requests,
+        duration_s=w.duration_s,
+        request_timeout_s=w.request_timeout_s,
+        seed=seed,
+    )
 
 
 def _rotate(prompts: list[Prompt], offset: int) -> list[Prompt]:
