@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("make-model", help="write the tiny random model used by the demo and tests")
     c.add_argument("dir")
-    sub.add_parser("sim", help="serve the simulated vLLM (vLLM's flags; see docs/simulator.md)", add_help=False)
+    sub.add_parser(
+        "sim", help="serve the simulated vLLM (vLLM's flags; see docs/simulator.md)", add_help=False
+    )
     return p
 
 

@@ -22,7 +22,13 @@ Contract of :func:`run_study`:
   :func:`tuner.objectives.evaluate` (failures included: they are infeasible, never dropped). Trial user
   attributes: ``status``, ``failure``, ``message``, ``feasible``, ``argv``, ``log_path``, ``log_tail``,
   ``vllm_version``, ``hardware``, ``started_at``, ``ended_at``, ``result`` (``TrialResult.to_dict()``),
-  ``run_params``, ``is_baseline``, ``worker`` (host, pid, pid start time, boot id) and ``heartbeat_at``.
+  ``run_params``, ``is_baseline``, ``worker`` (host, pid, pid start time, boot id), ``heartbeat_at`` and
+  ``compile_key`` (``key``, ``cache``, ``cached``: whether a trial in the same vLLM compile cache had
+  started a server with that key before; see :mod:`tuner.compile_cache`).
+* **Restart cost** — with ``spec.compile_key_reuse`` ``rank`` (default) or ``variants`` and TPE, before
+  each ``ask`` the sampler is given the trial costs learnt from the study's server starts, and ranks its
+  candidates by expected improvement per second: configurations whose compile key vLLM has cached are
+  preferred where TPE rates them about as promising.
 * **Resume** — before each trial, every RUNNING trial whose worker is dead is marked FAIL with user attr
   ``interrupted`` and its params queued again (``enqueue_trial``), unless a COMPLETE or queued trial already
   has them. Dead means: same host and boot, and the pid is gone or now runs another process (start time);
@@ -62,12 +68,13 @@ from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import __version__
+from tuner.compile_cache import Launch, RestartCost, cache_identity, compile_key, launch_of, server_env
 from tuner.errors import Interrupted, TrialFailure, UsageError
 from tuner.failures import INFEASIBLE, INTERRUPTED
 from tuner.flags import Param, trial_flags
 from tuner.objectives import Evaluation, constraint_keys, evaluate
 from tuner.progress import NullReporter, Reporter
-from tuner.samplers import make_sampler
+from tuner.samplers import make_sampler, set_trial_cost
 from tuner.space import distributions, prelaunch_violation, suggest
 from tuner.spec import FlagValue, StudySpec, default_storage, runs_dir
 from tuner.storage import open_storage, parse_url, sqlite_path, storage_errors
@@ -92,6 +99,7 @@ ATTR_HEARTBEAT = "heartbeat_at"
 ATTR_INTERRUPTED = "interrupted"
 ATTR_REQUEUED_FROM = "requeued_from"
 ATTR_LAUNCHED = "launched"
+ATTR_COMPILE_KEY = "compile_key"
 
 #: ids of the trials this process is running now (a RUNNING trial of this pid not listed here is an orphan)
 _ACTIVE: set[int] = set()
@@ -405,6 +413,10 @@ class _Loop:
         self.told = 0
         self.repaired: list[int] = []
         self.guard: _SigintGuard | None = None
+        self.cache = cache_identity(server_env(spec.server.env))
+        mode = spec.compile_key_reuse
+        self.cost_aware = mode != "off" and set_trial_cost(study.sampler, None, mode)
+        self.cost: RestartCost | None = None
 
     # -- the steps
 
@@ -416,6 +428,9 @@ class _Loop:
                 stop = self._should_stop(deadline)
                 if stop is not None:
                     return stop
+                self.cost = self._learn_cost()
+                if self.cost_aware:
+                    set_trial_cost(self.study.sampler, self.cost, self.spec.compile_key_reuse)
                 trial = self.study.ask()
             _ACTIVE.add(trial._trial_id)
             try:
@@ -469,9 +484,21 @@ class _Loop:
             run_params = dict(stored) if isinstance(stored, dict) else dict(baseline_flags(self.spec) or {})
         trial.set_user_attr(ATTR_BASELINE, is_base)
         trial.set_user_attr("run_params", run_params)
+        key = self._key_of(run_params)
+        compiled = self.cost is not None and key in self.cost.compiled
+        trial.set_user_attr(ATTR_COMPILE_KEY, {"key": key, "cache": self.cache, "cached": compiled})
         trial.set_user_attr(ATTR_WORKER, self.me.to_dict())
         trial.set_user_attr(ATTR_HEARTBEAT, time.time())
         return run_params
+
+    def _key_of(self, params: Mapping[str, Any]) -> str:
+        flags, model = trial_flags(self.spec, params)
+        return compile_key(flags, model)
+
+    def _learn_cost(self) -> RestartCost:
+        """Trial costs and compiled keys from this study's finished trials (see :mod:`tuner.compile_cache`)."""
+        launches = study_launches(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return RestartCost.learn(launches, cache=self.cache, key_of=self._key_of)
 
     def _check_interrupt(self) -> None:
         if self.guard is not None and self.guard.count:
@@ -637,6 +664,21 @@ def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def study_launches(trials: list[FrozenTrial]) -> list[Launch]:
+    """What the finished trials recorded about their server starts (:class:`tuner.compile_cache.Launch`)."""
+    out = []
+    for t in trials:
+        took = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_start is not None and t.datetime_complete is not None
+            else None
+        )
+        launch = launch_of(t.user_attrs, took, t.params)
+        if launch is not None:
+            out.append(launch)
+    return out
 
 
 def _fits(trials: list[FrozenTrial], deadline: float) -> bool:
@@ -813,6 +855,7 @@ __all__ = [
     "repair_orphans",
     "requeue",
     "run_study",
+    "study_launches",
     "this_worker",
     "trial_is_orphan",
 ]
