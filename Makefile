@@ -10,7 +10,7 @@ MODEL ?= models/tiny
 STUDY ?= studies/demo-cpu.yaml
 
 
-.PHONY: pg-server install demo test test-fast lint typecheck bench-load bench-search calibrate clean
+.PHONY: pg-server install demo test test-fast lint typecheck bench-load bench-search bench-restart calibrate clean
 
 install: $(STAMP)
 
@@ -59,6 +59,9 @@ bench-load: install
 
 bench-search: install
 	$(BIN)/python bench/search_efficiency.py
+
+bench-restart: install
+	$(BIN)/python bench/restart_cost.py
 
 calibrate: install
 	$(BIN)/python bench/calibrate.py

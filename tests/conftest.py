@@ -36,3 +36,11 @@ def vllm_command() -> list[str]:
 
 #: memory fraction for real CPU vLLM servers in tests: small, so two can run side by side
 CPU_GMU = float(os.environ.get("TUNER_TEST_GMU", "0.15"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Studies write a marker into vLLM's cache folder (tuner.compile_cache): keep the user's home out of
+    tests by pointing VLLM_CACHE_ROOT at a session folder (real vLLM servers of e2e tests compile there)."""
+    if "VLLM_CACHE_ROOT" not in os.environ:
+        os.environ["VLLM_CACHE_ROOT"] = str(tmp_path_factory.mktemp("vllm-cache"))

@@ -148,6 +148,7 @@ class Launch:
     startup_s: float | None  # launch to healthy; None when the server never became healthy
     trial_s: float | None  # the whole trial
     params: Mapping[str, Any] | None = None  # its searched params (None for the baseline)
+    launched: bool = True  # False: refused before launch (a rule, or the memory check); costs no start
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,8 @@ def launch_of(
         return None
     result = attrs.get("result")
     startup = result.get("startup_s") if isinstance(result, dict) else None
+    check = result.get("memory_check") if isinstance(result, dict) else None
+    refused = isinstance(check, dict) and check.get("fits") is False and startup is None
     return Launch(
         key=rec["key"],
         cache=rec.get("cache") if isinstance(rec.get("cache"), str) else None,
@@ -233,6 +236,7 @@ def launch_of(
         startup_s=float(startup) if isinstance(startup, int | float) else None,
         trial_s=trial_s,
         params=None if attrs.get("is_baseline") else params,
+        launched=bool(attrs.get("launched", True)) and not refused,
     )
 
 
@@ -257,11 +261,12 @@ class StartSummary:
 
 
 def summarize_starts(launches: Iterable[Launch]) -> StartSummary:
-    """Counts and mean start of compiled-key and new-key starts; trials per hour of launched trial time."""
+    """Counts and mean start of compiled-key and new-key starts; trials per hour of the time of trials that
+    started a server (a trial refused before launch takes a second and would inflate the rate)."""
     seen = list(launches)
     cached = [x.startup_s for x in seen if x.cached and x.startup_s is not None]
     new = [x.startup_s for x in seen if not x.cached and x.startup_s is not None]
-    durations = [x.trial_s for x in seen if x.trial_s is not None and x.trial_s > 0]
+    durations = [x.trial_s for x in seen if x.launched and x.trial_s is not None and x.trial_s > 0]
     return StartSummary(
         cached=len(cached),
         new=len(new),

@@ -120,23 +120,26 @@ class _FixedSpaceTPE(optuna.samplers.TPESampler):
         cost = self.trial_cost
         if cost is None or not set(self._space) <= set(samples):
             return super()._compute_acquisition_func(samples, mpe_below, mpe_above)
-        if self.cost_mode == "variants":
-            # extended in place: Optuna's TPE picks from this same dict (tests/unit/test_cost_aware_tpe.py
-            # checks it, so an Optuna release that copies the dict fails a test, not a study)
-            samples.update(self._variants(samples, cost))
+        offered = self._variants(samples, cost) if self.cost_mode == "variants" else samples
+        log_costs = self._log_costs(offered, cost)
+        if log_costs.size == 0 or not np.all(np.isfinite(log_costs)) or np.ptp(log_costs) == 0.0:
+            return super()._compute_acquisition_func(samples, mpe_below, mpe_above)  # costs say nothing
+        # variants extend the candidates in place: Optuna's TPE picks from this same dict
+        # (tests/unit/test_cost_aware_tpe.py checks it, so an Optuna that copies it fails a test, not a study)
+        samples.update(offered)
         acq = np.asarray(super()._compute_acquisition_func(samples, mpe_below, mpe_above), dtype=float)
-        if acq.size == 0:
-            return acq
-        names = list(self._space)
-        log_costs = np.array(
-            [
-                cost.log_cost({n: self._space[n].to_external_repr(samples[n][i]) for n in names})
-                for i in range(acq.size)
-            ]
-        )
-        if not np.all(np.isfinite(log_costs)) or np.ptp(log_costs) == 0.0:
-            return acq
         return log_expected_improvement(acq, self._gamma_share()) - log_costs
+
+    def _log_costs(self, samples: dict[str, np.ndarray], cost: TrialCost) -> np.ndarray:
+        names = list(self._space)
+        n = next(iter(samples.values())).size if samples else 0
+        return np.array(
+            [
+                cost.log_cost({k: self._space[k].to_external_repr(samples[k][i]) for k in names})
+                for i in range(n)
+            ],
+            dtype=float,
+        )
 
     def _variants(self, samples: dict[str, np.ndarray], cost: TrialCost) -> dict[str, np.ndarray]:
         """The candidates, then each candidate with each compiled key's values (internal representation)."""
@@ -145,9 +148,9 @@ class _FixedSpaceTPE(optuna.samplers.TPESampler):
             try:
                 one = {k: self._space[k].to_internal_repr(v) for k, v in values.items() if k in self._space}
             except (ValueError, TypeError):
-                continue  # a value outside today's search space (the study file changed)
-            if one:
-                fixed.append(one)
+                continue  # a choice no longer in the search space (the study file changed)
+            if one and all(self._space[k]._contains(v) for k, v in one.items()):
+                fixed.append(one)  # (a number outside a narrowed range, or off its step, is left out)
         if not fixed:
             return samples
         n = next(iter(samples.values())).size

@@ -647,11 +647,17 @@ def result_attrs(result: TrialResult, ev: Evaluation) -> dict[str, Any]:
             "hardware": env.get("hardware"),
             "started_at": result.started_at,
             "ended_at": result.ended_at,
-            ATTR_LAUNCHED: result.status != INFEASIBLE,
+            ATTR_LAUNCHED: launched(result),
             ATTR_RESULT: result.to_dict(),
         }
     )
     return attrs
+
+
+def launched(result: TrialResult) -> bool:
+    """Did the trial start a server? Not when a rule or the memory check refused it before launch."""
+    refused_by_memory = isinstance(result.memory_check, dict) and result.memory_check.get("fits") is False
+    return result.status != INFEASIBLE and not (refused_by_memory and result.startup_s is None)
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,9 +1,13 @@
 """Print the per-trial table of a study database, GPU runs' extras included (telemetry, server-side view,
-memory check against vLLM's own KV size, start times, trials per hour).
+memory check against vLLM's own KV size, start times, trials per hour, compile key cached or new).
 
     python scripts/h200/summarize.py results/h200/h200-llama8b.db [STUDY_NAME]
 
-Reads only what tuner stored as Optuna user attributes; writes nothing.
+Reads only what tuner stored as Optuna user attributes; writes nothing. The ``key`` column is the trial's
+``compile_key`` record (``cached``: an earlier trial had started a healthy server with the same compile key
+in the same vLLM cache; ``new``; ``-``: not recorded, by a tuner before compile keys). For a study without those
+records the footer also gives a retro-computed split: a trial whose :data:`RETRO_KEY` params equal an
+earlier healthy trial's counts as a repeat.
 """
 
 from __future__ import annotations
@@ -15,6 +19,12 @@ import sys
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.compile_cache import Launch, StartSummary, launch_of, summarize_starts
+
+#: the searched flags of results/h200's studies that are in vLLM's compile key (gpu-memory-utilization is not)
+RETRO_KEY = ("max-num-seqs", "max-num-batched-tokens", "block-size", "quantization")
 
 
 def result_of(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -51,7 +61,8 @@ def main(argv: list[str]) -> int:
             base = tput
         if r.get("startup_s"):
             starts.append(r["startup_s"])
-        if r.get("ended_at") and r.get("started_at"):
+        refused = mc.get("fits") is False and not r.get("startup_s")  # no server started: no trial time
+        if r.get("ended_at") and r.get("started_at") and not refused:
             durations.append(r["ended_at"] - r["started_at"])
         if mc:
             launched_ok = r.get("status") not in ("oom",) or "predicted" not in (r.get("message") or "")
@@ -65,6 +76,7 @@ def main(argv: list[str]) -> int:
                 " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
                 or "-",
                 r.get("status", "?"),
+                key_word(t),
                 _f(r.get("startup_s"), 1),
                 _f((r.get("ended_at") or 0) - (r.get("started_at") or 0), 0),
                 _f(tput, 0),
@@ -81,7 +93,7 @@ def main(argv: list[str]) -> int:
             ]
         )
     head = [
-        "trial", "params", "status", "start s", "trial s", "goodput cap tok/s", "vs base", "TTFT p99 ms",
+        "trial", "params", "status", "key", "start s", "trial s", "goodput cap tok/s", "vs base", "TTFT p99 ms",
         "ITL p99 ms", "steps", "bottleneck", "GPU util %", "power W", "KV max", "KV tok predicted", "KV tok vLLM",
     ]  # fmt: skip
     print("| " + " | ".join(head) + " |")
@@ -89,15 +101,65 @@ def main(argv: list[str]) -> int:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     if durations:
-        print(f"\ntrials: {len(durations)}, mean trial {statistics.mean(durations):.0f} s "
+        print(f"\ntrials that started a server: {len(durations)}, mean trial {statistics.mean(durations):.0f} s "
               f"({3600 / statistics.mean(durations):.1f} trials per hour of trial time)")  # fmt: skip
     if starts:
         print(f"server start: mean {statistics.mean(starts):.1f} s, min {min(starts):.1f} s, max {max(starts):.1f} s "
               f"({statistics.mean(starts) / statistics.mean(durations) * 100:.0f}% of a trial)")  # fmt: skip
+    recorded, retro = launches(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if recorded:
+        print(f"server starts by compile key: {describe(summarize_starts(recorded), 'with a compiled key')}")
+    else:
+        print("server starts by compile key: not recorded (trials of a tuner before compile keys)")
+        print(f"server starts, retro (same {', '.join(RETRO_KEY)} as an earlier healthy trial): "
+              f"{describe(summarize_starts(retro), 'repeating a key')}")  # fmt: skip
     if kv_err:
         print(f"memory check: {agree} of {len(rows)} trials agreed with vLLM (fit predicted and started, or refused); "
               f"predicted KV tokens vs vLLM's: {min(kv_err) * 100:+.2f}% .. {max(kv_err) * 100:+.2f}%")  # fmt: skip
     return 0
+
+
+def key_word(t: FrozenTrial) -> str:
+    """``cached`` / ``new`` from the trial's compile-key record, ``-`` without one."""
+    rec = t.user_attrs.get("compile_key")
+    if not isinstance(rec, dict) or "key" not in rec:
+        return "-"
+    return "cached" if rec.get("cached") else "new"
+
+
+def launches(trials: list[FrozenTrial]) -> tuple[list[Launch], list[Launch]]:
+    """The finished trials' server starts: as recorded (``compile_key``), and retro-computed from the
+    :data:`RETRO_KEY` params (a repeat of an earlier trial that started a healthy server)."""
+    recorded, retro = [], []
+    healthy: set[tuple[Any, ...]] = set()
+    for t in sorted(trials, key=lambda t: t.number):
+        r = result_of(t)
+        took = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_start is not None and t.datetime_complete is not None
+            else None
+        )
+        launch = launch_of({**t.user_attrs, "result": r}, took, t.params)
+        if launch is not None:
+            recorded.append(launch)
+        key = tuple(t.params.get(k) for k in RETRO_KEY)  # the baseline (no params) matches no trial
+        start = r.get("startup_s")
+        start = float(start) if isinstance(start, int | float) and start > 0 else None
+        retro.append(Launch(key=repr(key), cache=None, cached=key in healthy, startup_s=start, trial_s=took))
+        if start is not None:
+            healthy.add(key)
+    return recorded, retro
+
+
+def describe(s: StartSummary, cached_words: str) -> str:
+    """``3 with a compiled key (mean 81.6 s), 6 new (mean 111.0 s); 26.8 trials per hour``."""
+    parts = []
+    if s.cached:
+        parts.append(f"{s.cached} {cached_words} (mean {s.cached_mean_s:.1f} s)")
+    if s.new:
+        parts.append(f"{s.new} new (mean {s.new_mean_s:.1f} s)")
+    text = ", ".join(parts) or "none healthy"
+    return text if s.trials_per_hour is None else f"{text}; {s.trials_per_hour:.1f} trials per hour"
 
 
 def _f(v: Any, digits: int) -> str:

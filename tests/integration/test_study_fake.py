@@ -290,3 +290,140 @@ def test_heartbeat_and_progress_lines(tmp_path: Path) -> None:
     lines = buf.getvalue().splitlines()
     assert [line.split(" in ")[0] for line in lines] == ["trial 0 ok", "trial 1 ok"]
     assert "best so far: output_throughput" in lines[-1]
+
+
+# ------------------------------------------------------------------------------- compile keys of trials
+
+
+@pytest.fixture(autouse=True)
+def _private_vllm_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every study here gets its own vLLM cache folder (the loop writes a marker there), never ~/.cache."""
+    folder = tmp_path / "vllm-cache"
+    monkeypatch.setenv("VLLM_CACHE_ROOT", str(folder))
+    monkeypatch.delenv("VLLM_DISABLE_COMPILE_CACHE", raising=False)
+    return folder
+
+
+def started(params: Mapping[str, Any], startup_s: float = 1.5) -> TrialResult:
+    """A measurement whose server became healthy after ``startup_s``."""
+    result = synthetic(params)
+    result.startup_s = startup_s
+    return result
+
+
+def healthy_fake(i: int, params: Mapping[str, Any]) -> TrialResult | None:
+    return started(params, 1.0 + i % 3)
+
+
+def expected_cached(trials: list[optuna.trial.FrozenTrial]) -> list[bool]:
+    """The rule: a key is cached once an earlier COMPLETE trial started a healthy server with it in the
+    same cache."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for t in sorted(trials, key=lambda t: t.number):
+        rec = t.user_attrs["compile_key"]
+        out.append((rec["key"], rec["cache"]) in seen)
+        startup = t.user_attrs["result"].get("startup_s")
+        if t.state == TrialState.COMPLETE and startup:
+            seen.add((rec["key"], rec["cache"]))
+    return out
+
+
+def test_every_trial_records_its_compile_key(tmp_path: Path, _private_vllm_cache: Path) -> None:
+    from tuner.compile_cache import MARKER, cache_identity, compile_key
+    from tuner.flags import trial_flags
+
+    search = {"gpu-memory-utilization": {"low": 0.1, "high": 0.5}, "max-num-seqs": {"choices": [16, 32]}}
+    spec = write_spec(tmp_path, search=search, n_trials=8)
+    run_study(spec, trial_fn=Fake(healthy_fake))
+    trials = load(spec).trials
+    cache = cache_identity({"VLLM_CACHE_ROOT": str(_private_vllm_cache)})
+    assert cache is not None and (_private_vllm_cache / MARKER).exists()
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:
+        rec = t.user_attrs["compile_key"]
+        assert set(rec) == {"key", "cache", "cached"}
+        assert rec["key"] == compile_key(*trial_flags(spec, t.user_attrs["run_params"]))
+        assert rec["cache"] == cache
+    keys = [t.user_attrs["compile_key"]["key"] for t in trials]
+    assert len(set(keys)) == 3  # vLLM's defaults, 16 and 32 (gpu-memory-utilization is not in the key)
+    cached = [t.user_attrs["compile_key"]["cached"] for t in trials]
+    assert cached == expected_cached(trials)
+    assert cached[:2] == [False, False] and sum(cached) >= 8 - 3
+
+
+def test_a_key_is_cached_only_after_a_healthy_start_in_the_same_cache(tmp_path: Path) -> None:
+    # one compile key for every trial: the searched flag is neutral and the baseline's defaults match it
+    search = {"gpu-memory-utilization": {"low": 0.1, "high": 0.5}}
+
+    def crash_first(i: int, params: Mapping[str, Any]) -> TrialResult | None:
+        if i == 0:
+            return TrialResult(status="crashed", message="fake crash before /health")
+        if i == 2:
+            return started(params, 0.0)  # no healthy start recorded (startup 0)
+        return started(params)
+
+    spec = write_spec(tmp_path, search=search, n_trials=4)
+    run_study(spec, trial_fn=Fake(crash_first))
+    trials = load(spec).trials
+    assert len({t.user_attrs["compile_key"]["key"] for t in trials}) == 1
+    assert [t.user_attrs["compile_key"]["cached"] for t in trials] == [False, False, True, True]
+
+    # the same study on another cache (another folder, as on a fresh machine): compiled again first
+    other = tmp_path / "other-cache"
+    moved = write_spec(tmp_path, search=search, n_trials=4, server={"env": {"VLLM_CACHE_ROOT": str(other)}})
+    out = run_study(moved, trial_fn=Fake(healthy_fake), n_trials=7)
+    assert out.told == 3
+    trials = load(spec).trials
+    caches = [t.user_attrs["compile_key"]["cache"] for t in trials]
+    assert caches[4] != caches[0] and len(set(caches[:4])) == 1 and len(set(caches[4:])) == 1
+    assert [t.user_attrs["compile_key"]["cached"] for t in trials[4:]] == [False, True, True]
+    assert [t.user_attrs["compile_key"]["cached"] for t in trials] == expected_cached(trials)
+
+
+def test_a_disabled_compile_cache_caches_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_DISABLE_COMPILE_CACHE", "1")
+    spec = write_spec(tmp_path, search={"gpu-memory-utilization": {"low": 0.1, "high": 0.5}}, n_trials=4)
+    run_study(spec, trial_fn=Fake(healthy_fake))
+    recs = [t.user_attrs["compile_key"] for t in load(spec).trials]
+    assert all(r["cache"] is None and r["cached"] is False for r in recs)
+    assert len({r["key"] for r in recs}) == 1
+
+
+@pytest.mark.parametrize("mode", ["off", "rank", "variants"])
+def test_the_sampler_gets_the_learnt_cost_unless_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    import tuner.study
+    from tuner.compile_cache import RestartCost
+    from tuner.samplers import set_trial_cost as real
+
+    calls: list[tuple[Any, str]] = []
+
+    def spy(sampler: optuna.samplers.BaseSampler, cost: Any, how: str = "rank") -> bool:
+        calls.append((cost, how))
+        return real(sampler, cost, how)
+
+    monkeypatch.setattr(tuner.study, "set_trial_cost", spy)
+    search = {"gpu-memory-utilization": {"low": 0.1, "high": 0.5}, "max-num-seqs": {"choices": [16, 32]}}
+    spec = write_spec(tmp_path, search=search, n_trials=6, compile_key_reuse=mode)
+    run_study(spec, trial_fn=Fake(healthy_fake))
+    trials = load(spec).trials
+    recs = [t.user_attrs["compile_key"] for t in trials]
+    assert all(isinstance(r["key"], str) and r["cache"] for r in recs)  # recorded whatever the mode
+    assert [r["cached"] for r in recs] == expected_cached(trials)
+    if mode == "off":
+        assert calls == []
+        return
+    costs = [c for c, _ in calls if c is not None]  # (None: the loop asking whether the sampler can)
+    assert len(costs) == 6 and all(isinstance(c, RestartCost) for c in costs)
+    assert {how for _, how in calls} == {mode}
+    assert costs[0].compiled == frozenset()
+    assert costs[-1].compiled == {r["key"] for r in recs[:-1]}  # learnt before the last trial
+
+
+def test_random_sampler_records_keys_without_a_cost(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, sampler="random", n_trials=4)
+    run_study(spec, trial_fn=Fake(healthy_fake))
+    trials = load(spec).trials
+    assert [t.user_attrs["compile_key"]["cached"] for t in trials] == expected_cached(trials)
