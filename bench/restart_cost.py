@@ -9,8 +9,9 @@ compile_key`) vLLM has compiled before is ~30 s shorter. Tuner's TPE can be told
 second) or ``variants`` (also offer each candidate with every compiled key's values); ``off`` is plain TPE.
 This benchmark runs each mode on the simulator against a simulated GPU clock.
 
-For every scenario (``h200-llama8b``, the space of ``studies/h200-llama8b.yaml``, defined here; and those of
-``bench/scenarios.py``):
+For every scenario (``h200-llama8b``, the space of ``studies/h200-llama8b.yaml``, defined here; those of
+``bench/scenarios.py``, whose integer ranges make compile keys practically unique; and their ``-lists`` twins,
+max-num-seqs and max-num-batched-tokens as power-of-two choice lists, where keys repeat):
 
 1. the exhaustive optimum over the scenario's fine grid (``bench/search_efficiency.py``'s grid machinery and
    capacity-mode objective; ``h200-llama8b`` uses the study file's capacity levels 32, 64, 128, 256 with 256
@@ -32,7 +33,9 @@ For every scenario (``h200-llama8b``, the space of ``studies/h200-llama8b.yaml``
 Reported per scenario and mode: launched trials (server starts, healthy or failed) per hour of simulated GPU
 time; the share of healthy starts with a compiled key; the best feasible score as a fraction of the optimum
 after 30 minutes, 1 hour and 2 hours (median and worst decile over seeds; a trial counts once it has ended);
-the median time to reach 95% of the optimum. The searches run on two processes.
+the median time to reach 95% of the optimum; and, pooled, each mode against ``off`` on the same scenario and
+seed (ahead / behind, exact sign test). Results go to stdout and ``docs/restart_cost.md`` (between the
+restart markers). The searches run on two processes.
 """
 
 from __future__ import annotations
@@ -351,7 +354,8 @@ def search(task: tuple[str, str, int]) -> Run:
                     took = startup + _uniform(LOAD_S, u_load)
                     started.add(key)
             clock += took
-            launches.append(Launch(key, CACHE, cached, startup, took, None if is_base else params))
+            launch = Launch(key, CACHE, cached, startup, took, None if is_base else params, launched=took > 0)
+            launches.append(launch)
             for k, v in o.constraints.items():
                 trial.set_constraint(k, v)
             study.tell(trial, o.score)

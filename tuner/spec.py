@@ -281,10 +281,11 @@ class StudySpec(_Strict):
     #: (e.g. ``{gpu-memory-utilization: 0.3}`` on the CPU build, whose default 0.92 cannot start); ``false`` = none
     baseline: bool | dict[str, FlagValue] = True
     seed: int | None = 0
-    #: TPE and vLLM's compile cache (:mod:`tuner.compile_cache`): ``rank`` TPE's candidates by expected
-    #: improvement per second (a start with a compiled key is cheaper); ``variants``: also offer each
-    #: candidate with a compiled key's values; ``off``: plain TPE. No effect with other samplers
-    compile_key_reuse: Literal["off", "rank", "variants"] = "rank"
+    #: TPE and vLLM's compile cache (:mod:`tuner.compile_cache`): ``off`` (default): plain TPE, which already
+    #: repeats keys of choice lists often; ``rank`` TPE's candidates by expected improvement per second (a
+    #: start with a compiled key is cheaper); ``variants``: also offer each candidate with a compiled key's
+    #: values (more trials per hour, worse configurations found: docs/restart_cost.md). Only TPE uses it
+    compile_key_reuse: Literal["off", "rank", "variants"] = "off"
     results_dir: str | None = None  # per-trial logs; default: <study file dir>/<name>.runs
     source: str | None = None  # the file this came from (set by the loader)
 

@@ -25,7 +25,7 @@ Contract of :func:`run_study`:
   ``run_params``, ``is_baseline``, ``worker`` (host, pid, pid start time, boot id), ``heartbeat_at`` and
   ``compile_key`` (``key``, ``cache``, ``cached``: whether a trial in the same vLLM compile cache had
   started a server with that key before; see :mod:`tuner.compile_cache`).
-* **Restart cost** — with ``spec.compile_key_reuse`` ``rank`` (default) or ``variants`` and TPE, before
+* **Restart cost** — with ``spec.compile_key_reuse`` ``rank`` or ``variants`` (default ``off``) and TPE, before
   each ``ask`` the sampler is given the trial costs learnt from the study's server starts, and ranks its
   candidates by expected improvement per second: configurations whose compile key vLLM has cached are
   preferred where TPE rates them about as promising.
