@@ -18,7 +18,6 @@ With ``url`` it measures an already running server and starts nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -244,12 +243,13 @@ def _measure_into(
 
 def _run_async(coro: Coroutine[Any, Any, _R]) -> _R:
     """Run the load on uvloop when it is installed (about 20 % less client CPU per streamed chunk)."""
+    from tuner.interrupts import run_load
+
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+        return run_load(coro)
+    return run_load(coro, loop_factory=uvloop.new_event_loop)
 
 
 @dataclass

@@ -835,6 +835,10 @@ class _SigintGuard:
         if self.count >= 2:
             force_exit(self.runtime_dir)
         if self.in_trial:
+            from tuner.interrupts import cancel_running_load
+
+            if cancel_running_load():
+                return  # the load unwinds and raises KeyboardInterrupt itself (see tuner.interrupts)
             raise KeyboardInterrupt
 
 
