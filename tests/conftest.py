@@ -44,3 +44,14 @@ def _private_vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     tests by pointing VLLM_CACHE_ROOT at a session folder (real vLLM servers of e2e tests compile there)."""
     if "VLLM_CACHE_ROOT" not in os.environ:
         os.environ["VLLM_CACHE_ROOT"] = str(tmp_path_factory.mktemp("vllm-cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sigint_as_in_a_terminal() -> None:
+    """Ctrl-C tests send SIGINT to tuner (in-process, or to `tuner run` children). Run as a background job
+    (`make test &`, nohup) the test process starts with SIGINT ignored, its children inherit that, and tuner
+    then rightly keeps ignoring it: restore Python's default handler so the tests see what a terminal gives."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
