@@ -29,7 +29,7 @@ on a GPU), and TPE then ranks its candidates by expected improvement per second.
 from TPE's own model; only the choice among them changes, and only where candidates can share a compile
 key (flags searched as choice lists: on ranges no candidate repeats a compiled value, and ``rank`` is plain
 TPE). Off by default: on the simulator (``bench/restart_cost.py``) ``rank`` gave ~2 % more trials per hour
-and ``variants`` ~8-25 % more, but neither found better configurations per hour than plain TPE, and
+and ``variants`` ~7-23 % more, but neither found better configurations per hour than plain TPE, and
 ``variants`` found clearly worse ones outside the H200 space.
 """
 
