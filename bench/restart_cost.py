@@ -73,6 +73,7 @@ from search_efficiency import (  # noqa: E402
     _suggest,
     grid_table,
 )
+from search_efficiency import write_doc as write_marked_doc  # noqa: E402
 
 from tuner.compile_cache import Launch, RestartCost, compile_key, summarize_starts  # noqa: E402
 from tuner.memory import check_fits  # noqa: E402
@@ -509,15 +510,7 @@ def paired(runs: Sequence[Run], groups: Mapping[str, Sequence[str]]) -> list[str
 
 
 def write_doc(lines: Sequence[str], doc: Path = DOC) -> None:
-    block = "\n".join([START, *lines, END])
-    text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Restart cost\n"
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
-    doc.write_text(text, encoding="utf-8")
+    write_marked_doc(lines, doc, markers=(START, END), title="Restart cost", section="Results")
 
 
 def _tasks(scenarios: Sequence[Scenario], seeds: Sequence[int]) -> Iterator[tuple[str, str, int]]:

@@ -441,15 +441,24 @@ def plot(
     plt.close(fig)
 
 
-def write_doc(lines: Sequence[str], doc: Path = DOC) -> None:
-    block = "\n".join([START, *lines, END])
-    text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Simulator\n"
-    if START in text and END in text:
-        head, _, rest = text.partition(START)
-        _, _, tail = rest.partition(END)
+def write_doc(
+    lines: Sequence[str],
+    doc: Path = DOC,
+    *,
+    markers: tuple[str, str] = (START, END),
+    title: str = "Simulator",
+    section: str = "Search efficiency",
+) -> None:
+    """Put ``lines`` between the two markers of ``doc`` (a new section titled ``section`` without them)."""
+    start, end = markers
+    block = "\n".join([start, *lines, end])
+    text = doc.read_text(encoding="utf-8") if doc.is_file() else f"# {title}\n"
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
         text = head + block + tail
     else:
-        text = text.rstrip("\n") + "\n\n## Search efficiency\n\n" + block + "\n"
+        text = text.rstrip("\n") + f"\n\n## {section}\n\n" + block + "\n"
     doc.write_text(text, encoding="utf-8")
 
 

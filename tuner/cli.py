@@ -337,18 +337,9 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
 def _starts_line(starts: dict[str, Any] | None) -> str | None:
     """``3 with a compiled key (mean 81.6 s), 6 new (mean 110.9 s); 26.8 trials per hour`` from a status
     row's ``starts`` (parts without data left out); None for a study without compile-key records."""
-    if not starts:
-        return None
-    parts = []
-    if starts["cached_starts"]:
-        parts.append(
-            f"{starts['cached_starts']} with a compiled key (mean {starts['cached_start_mean_s']:.1f} s)"
-        )
-    if starts["new_key_starts"]:
-        parts.append(f"{starts['new_key_starts']} new (mean {starts['new_key_start_mean_s']:.1f} s)")
-    text = ", ".join(parts) or "none healthy"
-    rate = starts["trials_per_hour"]
-    return text if rate is None else f"{text}; {rate:.1f} trials per hour"
+    from tuner.compile_cache import StartSummary
+
+    return StartSummary.from_dict(starts).describe() if starts else None
 
 
 def _exists(storage: Any, name: str) -> bool:

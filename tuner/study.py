@@ -68,7 +68,15 @@ from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import __version__
-from tuner.compile_cache import Launch, RestartCost, cache_identity, compile_key, launch_of, server_env
+from tuner.compile_cache import (
+    Launch,
+    RestartCost,
+    cache_identity,
+    compile_key,
+    launch_of,
+    refused_before_launch,
+    server_env,
+)
 from tuner.errors import Interrupted, TrialFailure, UsageError
 from tuner.failures import INFEASIBLE, INTERRUPTED
 from tuner.flags import Param, trial_flags
@@ -656,8 +664,7 @@ def result_attrs(result: TrialResult, ev: Evaluation) -> dict[str, Any]:
 
 def launched(result: TrialResult) -> bool:
     """Did the trial start a server? Not when a rule or the memory check refused it before launch."""
-    refused_by_memory = isinstance(result.memory_check, dict) and result.memory_check.get("fits") is False
-    return result.status != INFEASIBLE and not (refused_by_memory and result.startup_s is None)
+    return not refused_before_launch(result.status, result.memory_check, result.startup_s)
 
 
 def _json_safe(value: Any) -> Any:
@@ -676,15 +683,17 @@ def study_launches(trials: list[FrozenTrial]) -> list[Launch]:
     """What the finished trials recorded about their server starts (:class:`tuner.compile_cache.Launch`)."""
     out = []
     for t in trials:
-        took = (
-            (t.datetime_complete - t.datetime_start).total_seconds()
-            if t.datetime_start is not None and t.datetime_complete is not None
-            else None
-        )
-        launch = launch_of(t.user_attrs, took, t.params)
+        launch = launch_of(t.user_attrs, trial_seconds(t), t.params)
         if launch is not None:
             out.append(launch)
     return out
+
+
+def trial_seconds(t: FrozenTrial) -> float | None:
+    """Start to completion of a finished trial (None while it runs)."""
+    if t.datetime_start is None or t.datetime_complete is None:
+        return None
+    return (t.datetime_complete - t.datetime_start).total_seconds()
 
 
 def _fits(trials: list[FrozenTrial], deadline: float) -> bool:
@@ -693,12 +702,11 @@ def _fits(trials: list[FrozenTrial], deadline: float) -> bool:
     if left <= 0:
         return False
     durations = [
-        (t.datetime_complete - t.datetime_start).total_seconds()
+        took
         for t in trials
         if t.state == TrialState.COMPLETE
         and t.user_attrs.get(ATTR_LAUNCHED)
-        and t.datetime_start is not None
-        and t.datetime_complete is not None
+        and (took := trial_seconds(t)) is not None
     ]
     return not durations or left >= sum(durations) / len(durations)
 
@@ -868,4 +876,5 @@ __all__ = [
     "study_launches",
     "this_worker",
     "trial_is_orphan",
+    "trial_seconds",
 ]

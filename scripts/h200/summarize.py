@@ -21,7 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.compile_cache import Launch, StartSummary, launch_of, summarize_starts
+from tuner.compile_cache import Launch, refused_before_launch, summarize_starts
+from tuner.study import study_launches, trial_seconds
 
 #: the searched flags of results/h200's studies that are in vLLM's compile key (gpu-memory-utilization is not)
 RETRO_KEY = ("max-num-seqs", "max-num-batched-tokens", "block-size", "quantization")
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
             base = tput
         if r.get("startup_s"):
             starts.append(r["startup_s"])
-        refused = mc.get("fits") is False and not r.get("startup_s")  # no server started: no trial time
+        refused = refused_before_launch(r.get("status"), mc, r.get("startup_s"))  # no server: no trial time
         if r.get("ended_at") and r.get("started_at") and not refused:
             durations.append(r["ended_at"] - r["started_at"])
         if mc:
@@ -106,13 +107,14 @@ def main(argv: list[str]) -> int:
     if starts:
         print(f"server start: mean {statistics.mean(starts):.1f} s, min {min(starts):.1f} s, max {max(starts):.1f} s "
               f"({statistics.mean(starts) / statistics.mean(durations) * 100:.0f}% of a trial)")  # fmt: skip
-    recorded, retro = launches(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    recorded = study_launches(complete)
     if recorded:
-        print(f"server starts by compile key: {describe(summarize_starts(recorded), 'with a compiled key')}")
+        print(f"server starts by compile key: {summarize_starts(recorded).describe()}")
     else:
         print("server starts by compile key: not recorded (trials of a tuner before compile keys)")
         print(f"server starts, retro (same {', '.join(RETRO_KEY)} as an earlier healthy trial): "
-              f"{describe(summarize_starts(retro), 'repeating a key')}")  # fmt: skip
+              f"{summarize_starts(retro_launches(complete)).describe('repeating a key')}")  # fmt: skip
     if kv_err:
         print(f"memory check: {agree} of {len(rows)} trials agreed with vLLM (fit predicted and started, or refused); "
               f"predicted KV tokens vs vLLM's: {min(kv_err) * 100:+.2f}% .. {max(kv_err) * 100:+.2f}%")  # fmt: skip
@@ -127,39 +129,23 @@ def key_word(t: FrozenTrial) -> str:
     return "cached" if rec.get("cached") else "new"
 
 
-def launches(trials: list[FrozenTrial]) -> tuple[list[Launch], list[Launch]]:
-    """The finished trials' server starts: as recorded (``compile_key``), and retro-computed from the
-    :data:`RETRO_KEY` params (a repeat of an earlier trial that started a healthy server)."""
-    recorded, retro = [], []
+def retro_launches(trials: list[FrozenTrial]) -> list[Launch]:
+    """Server starts retro-computed from the :data:`RETRO_KEY` params, for trials of a tuner before compile
+    keys: a trial repeats a key when an earlier trial with the same values started a healthy server."""
+    out = []
     healthy: set[tuple[Any, ...]] = set()
     for t in sorted(trials, key=lambda t: t.number):
-        r = result_of(t)
-        took = (
-            (t.datetime_complete - t.datetime_start).total_seconds()
-            if t.datetime_start is not None and t.datetime_complete is not None
-            else None
-        )
-        launch = launch_of({**t.user_attrs, "result": r}, took, t.params)
-        if launch is not None:
-            recorded.append(launch)
         key = tuple(t.params.get(k) for k in RETRO_KEY)  # the baseline (no params) matches no trial
-        start = r.get("startup_s")
+        start = result_of(t).get("startup_s")
         start = float(start) if isinstance(start, int | float) and start > 0 else None
-        retro.append(Launch(key=repr(key), cache=None, cached=key in healthy, startup_s=start, trial_s=took))
+        out.append(
+            Launch(
+                key=repr(key), cache=None, cached=key in healthy, startup_s=start, trial_s=trial_seconds(t)
+            )
+        )
         if start is not None:
             healthy.add(key)
-    return recorded, retro
-
-
-def describe(s: StartSummary, cached_words: str) -> str:
-    """``3 with a compiled key (mean 81.6 s), 6 new (mean 111.0 s); 26.8 trials per hour``."""
-    parts = []
-    if s.cached:
-        parts.append(f"{s.cached} {cached_words} (mean {s.cached_mean_s:.1f} s)")
-    if s.new:
-        parts.append(f"{s.new} new (mean {s.new_mean_s:.1f} s)")
-    text = ", ".join(parts) or "none healthy"
-    return text if s.trials_per_hour is None else f"{text}; {s.trials_per_hour:.1f} trials per hour"
+    return out
 
 
 def _f(v: Any, digits: int) -> str:
