@@ -1,7 +1,9 @@
 """Print the per-trial table of a study database, GPU runs' extras included (telemetry, server-side view,
 memory check against vLLM's own KV size, start times, trials per hour, compile key cached or new).
 
-    python scripts/h200/summarize.py results/h200/h200-llama8b.db [STUDY_NAME]
+    python scripts/h200/summarize.py results/h200/h200-llama8b.db [STUDY_NAME] [--steps]
+
+``--steps`` adds every capacity step of every trial (load, throughput, goodput, TTFT and ITL p99).
 
 Reads only what tuner stored as Optuna user attributes; writes nothing. The ``key`` column is the trial's
 ``compile_key`` record (``cached``: an earlier trial had started a healthy server with the same compile key
@@ -41,6 +43,8 @@ def result_of(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    show_steps = "--steps" in argv
+    argv = [a for a in argv if a != "--steps"]
     db = argv[1]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{db}"
@@ -77,6 +81,9 @@ def main(argv: list[str]) -> int:
                 " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
                 or "-",
                 r.get("status", "?"),
+                {True: "met", False: "broken"}.get(t.user_attrs.get("feasible"), "-")
+                if r.get("status") == "ok"
+                else "-",
                 key_word(t),
                 _f(r.get("startup_s"), 1),
                 _f((r.get("ended_at") or 0) - (r.get("started_at") or 0), 0),
@@ -94,7 +101,7 @@ def main(argv: list[str]) -> int:
             ]
         )
     head = [
-        "trial", "params", "status", "key", "start s", "trial s", "goodput cap tok/s", "vs base", "TTFT p99 ms",
+        "trial", "params", "status", "SLO", "key", "start s", "trial s", "goodput cap tok/s", "vs base", "TTFT p99 ms",
         "ITL p99 ms", "steps", "bottleneck", "GPU util %", "power W", "KV max", "KV tok predicted", "KV tok vLLM",
     ]  # fmt: skip
     print("| " + " | ".join(head) + " |")
@@ -118,6 +125,8 @@ def main(argv: list[str]) -> int:
     if kv_err:
         print(f"memory check: {agree} of {len(rows)} trials agreed with vLLM (fit predicted and started, or refused); "
               f"predicted KV tokens vs vLLM's: {min(kv_err) * 100:+.2f}% .. {max(kv_err) * 100:+.2f}%")  # fmt: skip
+    if show_steps:
+        print_steps(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     return 0
 
 
@@ -127,6 +136,26 @@ def key_word(t: FrozenTrial) -> str:
     if not isinstance(rec, dict) or "key" not in rec:
         return "-"
     return "cached" if rec.get("cached") else "new"
+
+
+def print_steps(trials: list[FrozenTrial]) -> None:
+    """Every capacity step of every trial: the load, output and goodput throughput, TTFT and ITL p99."""
+    head = ["trial", "step", "load", "output tok/s", "goodput tok/s", "TTFT p99 ms", "ITL p99 ms"]
+    print("\n| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for t in sorted(trials, key=lambda t: t.number):
+        for i, step in enumerate(result_of(t).get("steps") or []):
+            load = ", ".join(f"{k} {v}" for k, v in (step.get("load") or {}).items())
+            cells = [
+                str(t.number),
+                str(i),
+                load or "-",
+                _f(step.get("output_throughput_tok_s"), 0),
+                _f(step.get("goodput_tok_s"), 0),
+                _f((step.get("ttft_ms") or {}).get("p99"), 0),
+                _f((step.get("itl_ms") or {}).get("p99"), 1),
+            ]
+            print("| " + " | ".join(cells) + " |")
 
 
 def retro_launches(trials: list[FrozenTrial]) -> list[Launch]:
