@@ -3,9 +3,9 @@
     python bench/restart_cost.py              # the benchmark (make bench-restart): table + docs/restart_cost.md
     python bench/restart_cost.py --quick      # 2 scenarios, 3 seeds, no doc update: a smoke run
 
-On a GPU the server start dominates a trial, and a start whose *compile key* (:func:`tuner.compile_cache.
+On a GPU the server start dominates a trial, and a start whose *compile key* (:func:`tuner.search.restart_cost.
 compile_key`) vLLM has compiled before is ~30 s shorter. Tuner's TPE can be told so
-(:func:`tuner.samplers.set_trial_cost`), in mode ``rank`` (rank its own candidates by expected improvement per
+(:func:`tuner.search.samplers.set_trial_cost`), in mode ``rank`` (rank its own candidates by expected improvement per
 second) or ``variants`` (also offer each candidate with every compiled key's values); ``off`` is plain TPE.
 This benchmark runs each mode on the simulator against a simulated GPU clock.
 
@@ -16,14 +16,14 @@ max-num-seqs and max-num-batched-tokens as power-of-two choice lists, where keys
 1. the exhaustive optimum over the scenario's fine grid (``bench/search_efficiency.py``'s grid machinery and
    capacity-mode objective; ``h200-llama8b`` uses the study file's capacity levels 32, 64, 128, 256 with 256
    requests a step);
-2. per mode and seed, an ask/tell study as tuner's study loop runs it (``tuner.study._Loop``): the sampler of
+2. per mode and seed, an ask/tell study as tuner's study loop runs it (``tuner.search.loop._Loop``): the sampler of
    ``make_sampler("tpe")`` over the study's space, single objective (the capacity score), constraints by
    ``trial.set_constraint``; trial 0 the baseline (vLLM's defaults: no params, the fixed flags only, as
    ``baseline: true`` gives); before each ``ask`` ``RestartCost.learn`` over the :class:`Launch` records of
    the finished trials and ``set_trial_cost(sampler, cost, mode)`` (not in ``off``); the compile key of the
    effective flags (fixed flags + the trial's raw params, ``none`` = flag not passed) with ``compile_key``.
-   Configurations tuner refuses before launch (``tuner.space.prelaunch_violation``, and the predictive memory
-   check ``tuner.memory.check_fits`` that a GPU host runs) cost 0 s and are infeasible. A launched trial costs
+   Configurations tuner refuses before launch (``tuner.config.space.prelaunch_violation``, and the predictive memory
+   check ``tuner.measure.memory.check_fits`` that a GPU host runs) cost 0 s and are infeasible. A launched trial costs
    its server start, drawn from U(72, 101) s for a compile key not started healthy before in this search,
    U(47, 64) s for one that was, U(44, 50) s for a start that fails (out of memory, invalid), plus U(35, 60) s
    of load steps for a healthy start (H200, vLLM 0.26, Llama-3.1-8B). Draws are common random numbers: trial
@@ -75,14 +75,14 @@ from search_efficiency import (  # noqa: E402
 )
 from search_efficiency import write_doc as write_marked_doc  # noqa: E402
 
-from tuner.compile_cache import Launch, RestartCost, compile_key, summarize_starts  # noqa: E402
-from tuner.memory import check_fits  # noqa: E402
-from tuner.samplers import make_sampler, set_trial_cost  # noqa: E402
+from tuner.config.space import prelaunch_violation  # noqa: E402
+from tuner.measure.memory import check_fits  # noqa: E402
+from tuner.search.restart_cost import Launch, RestartCost, compile_key, summarize_starts  # noqa: E402
+from tuner.search.samplers import make_sampler, set_trial_cost  # noqa: E402
 from tuner.sim.args import config_from_flags  # noqa: E402
 from tuner.sim.engine import SimWorkload, StartupError, capacity, plan_engine  # noqa: E402
 from tuner.sim.hardware import get_hardware  # noqa: E402
 from tuner.sim.model_shape import BUILTIN  # noqa: E402
-from tuner.space import prelaunch_violation  # noqa: E402
 
 DOC = ROOT / "docs" / "restart_cost.md"
 START, END = "<!-- restart:start -->", "<!-- restart:end -->"
@@ -155,7 +155,7 @@ QUICK_SCENARIOS = (H200.name, "chat-h100-lists")
 
 
 def effective_flags(sc: Scenario, params: Mapping[str, Any]) -> dict[str, Value | None]:
-    """The flags a trial's server gets (``tuner.flags.trial_flags``): fixed flags + params, ``none`` = absent."""
+    """The flags a trial's server gets (``tuner.config.argv.trial_flags``): fixed flags + params, ``none`` = absent."""
     flags: dict[str, Value | None] = dict(sc.fixed)
     for k, v in params.items():
         flags[k] = None if v == "none" else v

@@ -52,7 +52,7 @@ import optuna  # noqa: E402
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
 from scenarios import SCENARIOS, Scenario, Value  # noqa: E402
 
-from tuner.samplers import make_sampler, tpe_sampler  # noqa: E402
+from tuner.search.samplers import make_sampler, tpe_sampler  # noqa: E402
 from tuner.sim.args import config_from_flags  # noqa: E402
 from tuner.sim.engine import StartupError, capacity, plan_engine  # noqa: E402
 

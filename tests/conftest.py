@@ -40,7 +40,7 @@ CPU_GMU = float(os.environ.get("TUNER_TEST_GMU", "0.15"))
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Studies write a marker into vLLM's cache folder (tuner.compile_cache): keep the user's home out of
+    """Studies write a marker into vLLM's cache folder (tuner.search.restart_cost): keep the user's home out of
     tests by pointing VLLM_CACHE_ROOT at a session folder (real vLLM servers of e2e tests compile there)."""
     if "VLLM_CACHE_ROOT" not in os.environ:
         os.environ["VLLM_CACHE_ROOT"] = str(tmp_path_factory.mktemp("vllm-cache"))

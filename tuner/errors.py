@@ -50,7 +50,7 @@ class StorageError(TunerError):
 
 
 class TrialFailure(TunerError):
-    """A configuration failed. ``failure`` is one of :data:`tuner.failures.FAILURE_CLASSES`."""
+    """A configuration failed. ``failure`` is one of :data:`tuner.server.failures.FAILURE_CLASSES`."""
 
     def __init__(self, failure: str, message: str, log_tail: Sequence[str] = (), log_path: str | None = None):
         self.failure = failure

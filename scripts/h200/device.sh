@@ -43,7 +43,7 @@ OVERRUN_S=${OVERRUN_S:-60}                   # how far a trial may run past tune
 OUT=${OUT:-/tmp/device-out}
 N_TRIALS=${N_TRIALS:-}                       # a new budget of finished trials (else the stored one)
 PY=${PY:-python3}
-CHECK_IMPORTS=${CHECK_IMPORTS:-vllm vllm.entrypoints.openai.api_server optuna sqlalchemy tuner.cli}
+CHECK_IMPORTS=${CHECK_IMPORTS:-vllm vllm.entrypoints.openai.api_server optuna sqlalchemy tuner.cli.main}
 mkdir -p "$OUT" "$STATE" "$STASH" "$RUNS"
 T0=$(date +%s)
 MARK="$STATE/.run-start"
@@ -62,7 +62,7 @@ gpu_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>
 
 stop_leftovers() {
   local killed
-  killed=$("$PY" -c "from tuner.server import stop_leftover_servers as s; print(s('$TUNER_RUNTIME_DIR'))" 2>&1 | tail -1)
+  killed=$("$PY" -c "from tuner.server.process import stop_leftover_servers as s; print(s('$TUNER_RUNTIME_DIR'))" 2>&1 | tail -1)
   [ "$killed" = "[]" ] || log "leftover server groups stopped: $killed"
   # backstop: a vLLM server of this model that no pidfile names (setsid'd servers outlive a run)
   local pid
@@ -154,7 +154,7 @@ for step in "$@"; do
         "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
         uname -r; grep PRETTY /etc/os-release; nproc; free -g | head -2; df -h / /tmp /root | tail -n +2
         "$PY" -m pip list 2>/dev/null | grep -i -E '^(optuna|sqlalchemy|alembic|mako|colorlog|greenlet|aiohttp|numpy|pydantic|pyyaml|rich|nvidia-ml-py|transformers|tokenizers|matplotlib|plotly|tqdm) '
-        "$PY" -c "from tuner.envinfo import environment; import json; print(json.dumps(environment(), indent=1))" 2>&1
+        "$PY" -c "from tuner.measure.envinfo import environment; import json; print(json.dumps(environment(), indent=1))" 2>&1
       } > "$OUT/env.txt" 2>&1
       cat "$OUT/env.txt" ;;
     stash)

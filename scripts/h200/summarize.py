@@ -23,8 +23,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.compile_cache import Launch, refused_before_launch, summarize_starts
-from tuner.study import study_launches, trial_seconds
+from tuner.search.record import study_launches, trial_seconds
+from tuner.search.restart_cost import Launch, refused_before_launch, summarize_starts
 
 #: the searched flags of results/h200's studies that are in vLLM's compile key (gpu-memory-utilization is not)
 RETRO_KEY = ("max-num-seqs", "max-num-batched-tokens", "block-size", "quantization")

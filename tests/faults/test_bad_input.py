@@ -24,15 +24,15 @@ from hypothesis import strategies as st
 
 from tests.conftest import vllm_installed
 from tests.faults.conftest import FAKE, ROOT
-from tuner.cli import main
+from tuner.cli.main import main
+from tuner.config.argv import build_plan, shell_command
+from tuner.config.spec import load_spec, spec_from_dict
 from tuner.errors import UsageError
-from tuner.flags import build_plan, shell_command
-from tuner.measure import run_trial
-from tuner.metrics import Summary
-from tuner.spec import load_spec, spec_from_dict
-from tuner.study import run_study
-from tuner.trial import TrialResult
-from tuner.vllm_args import cache_path, check_flags, interpreter_of, known_options, vllm_origin
+from tuner.measure.metrics import Summary
+from tuner.measure.result import TrialResult
+from tuner.measure.trial import run_trial
+from tuner.search.loop import run_study
+from tuner.server.vllm_args import cache_path, check_flags, interpreter_of, known_options, vllm_origin
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -262,7 +262,7 @@ def test_unknown_flag_check_without_vllm() -> None:
 
 
 def test_which_commands_are_checked_and_with_which_python() -> None:
-    from tuner.vllm_args import is_vllm_command
+    from tuner.server.vllm_args import is_vllm_command
 
     assert is_vllm_command(["python", "-m", "vllm.entrypoints.openai.api_server"])
     assert is_vllm_command(["vllm", "serve"]) and is_vllm_command(["/opt/venv/bin/vllm", "serve"])

@@ -40,7 +40,7 @@ from tests.faults.conftest import (
     tuner_env,
     wait_until,
 )
-from tuner.server import pid_alive
+from tuner.server.process import pid_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.faults.conftest import FakeStudy
-from tuner.measure import run_trial
-from tuner.server import free_port
-from tuner.spec import load_spec
+from tuner.config.spec import load_spec
+from tuner.measure.trial import run_trial
+from tuner.server.process import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

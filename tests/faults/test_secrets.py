@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults.conftest import FakeStudy
-from tuner.cli import main
-from tuner.redact import MASK, Redactor, is_secret_env, is_secret_flag
+from tuner.cli.main import main
+from tuner.config.redact import MASK, Redactor, is_secret_env, is_secret_flag
 
 pytestmark = pytest.mark.timeout(180)
 

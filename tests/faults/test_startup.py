@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import FakeStudy, assert_study_whole
+from tuner.config.spec import load_spec
 from tuner.progress import NullReporter
-from tuner.server import pid_alive, process_group_members
-from tuner.spec import load_spec
-from tuner.study import run_study
+from tuner.search.loop import run_study
+from tuner.server.process import pid_alive, process_group_members
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -26,9 +26,9 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.faults.conftest import FakeStudy, assert_study_whole
-from tuner.cli import main
-from tuner.spec import load_spec
-from tuner.study import run_study
+from tuner.cli.main import main
+from tuner.config.spec import load_spec
+from tuner.search.loop import run_study
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -15,7 +15,7 @@ from tuner.load.client import Target
 from tuner.load.prompts import Prompt
 from tuner.load.records import RequestRecord
 from tuner.load.runner import LoadPlan, run_load
-from tuner.metrics import summarize
+from tuner.measure.metrics import summarize
 
 PROMPTS = [Prompt(text=f"prompt number {i}", messages=None, n_tokens=4) for i in range(64)]
 MODEL = "fake-model"

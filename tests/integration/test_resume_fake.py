@@ -18,11 +18,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tuner.metrics import Summary
+from tuner.config.spec import StudySpec, default_storage, load_spec
+from tuner.measure.metrics import Summary
+from tuner.measure.result import TrialResult
 from tuner.progress import Reporter
-from tuner.spec import StudySpec, default_storage, load_spec
-from tuner.study import repair_orphans, run_study, this_worker, trial_is_orphan
-from tuner.trial import TrialResult
+from tuner.search.loop import repair_orphans, run_study, this_worker, trial_is_orphan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,10 +31,10 @@ WORKER = r"""
 import json, math, os, sys, time
 sys.path.insert(0, {root!r})
 from tuner.errors import TunerError
-from tuner.metrics import Summary
-from tuner.spec import load_spec
-from tuner.study import repair_orphans, run_study, this_worker, trial_is_orphan
-from tuner.trial import TrialResult
+from tuner.measure.metrics import Summary
+from tuner.config.spec import load_spec
+from tuner.search.loop import repair_orphans, run_study, this_worker, trial_is_orphan
+from tuner.measure.result import TrialResult
 
 study_file, mode, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 folder = os.path.dirname(study_file)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tuner.errors import ServerCrashed, ServerStartError
-from tuner.server import (
+from tuner.server.process import (
     VllmServer,
     free_port,
     http_status,
@@ -310,7 +310,7 @@ def test_sweep_does_not_kill_a_recycled_pid(tmp_path: Path, leftovers: list[int]
 OWNER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from tuner.server import VllmServer, free_port
+from tuner.server.process import VllmServer, free_port
 port = free_port()
 s = VllmServer([sys.executable, {standin!r}, "--port", str(port), "--spawn-child"], port=port,
                log_path={log!r}, runtime_dir={run!r}, gpu_probe=None, poll_interval_s=0.05)

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from tuner.config.spec import StudySpec, default_storage, load_spec
 from tuner.errors import Interrupted, UsageError
-from tuner.metrics import Summary
+from tuner.measure.metrics import Summary
+from tuner.measure.result import TrialResult
 from tuner.progress import Reporter
-from tuner.spec import StudySpec, default_storage, load_spec
-from tuner.study import run_study
-from tuner.trial import TrialResult
+from tuner.search.loop import run_study
 
 SEARCH = {
     "gpu-memory-utilization": {"low": 0.1, "high": 0.5},
@@ -275,7 +275,7 @@ def test_resume_needs_an_existing_study(tmp_path: Path) -> None:
 def test_heartbeat_and_progress_lines(tmp_path: Path) -> None:
     import io
 
-    from tuner.progress_rich import RichReporter
+    from tuner.cli.progress_rich import RichReporter
 
     def slow(i: int, params: Mapping[str, Any]) -> TrialResult | None:
         time.sleep(0.6)
@@ -330,8 +330,8 @@ def expected_cached(trials: list[optuna.trial.FrozenTrial]) -> list[bool]:
 
 
 def test_every_trial_records_its_compile_key(tmp_path: Path, _private_vllm_cache: Path) -> None:
-    from tuner.compile_cache import MARKER, cache_identity, compile_key
-    from tuner.flags import trial_flags
+    from tuner.config.argv import trial_flags
+    from tuner.search.restart_cost import MARKER, cache_identity, compile_key
 
     search = {"gpu-memory-utilization": {"low": 0.1, "high": 0.5}, "max-num-seqs": {"choices": [16, 32]}}
     spec = write_spec(tmp_path, search=search, n_trials=8)
@@ -394,9 +394,9 @@ def test_a_disabled_compile_cache_caches_nothing(tmp_path: Path, monkeypatch: py
 def test_the_sampler_gets_the_learnt_cost_unless_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    import tuner.study
-    from tuner.compile_cache import RestartCost
-    from tuner.samplers import set_trial_cost as real
+    import tuner.search.loop
+    from tuner.search.restart_cost import RestartCost
+    from tuner.search.samplers import set_trial_cost as real
 
     calls: list[tuple[Any, str]] = []
 
@@ -404,7 +404,7 @@ def test_the_sampler_gets_the_learnt_cost_unless_off(
         calls.append((cost, how))
         return real(sampler, cost, how)
 
-    monkeypatch.setattr(tuner.study, "set_trial_cost", spy)
+    monkeypatch.setattr(tuner.search.loop, "set_trial_cost", spy)
     search = {"gpu-memory-utilization": {"low": 0.1, "high": 0.5}, "max-num-seqs": {"choices": [16, 32]}}
     spec = write_spec(tmp_path, search=search, n_trials=6, compile_key_reuse=mode)
     run_study(spec, trial_fn=Fake(healthy_fake))

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from tuner import capacity
-from tuner.metrics import Distribution, Summary
-from tuner.spec import CapacitySpec
+from tuner.config.spec import CapacitySpec
+from tuner.measure import capacity
+from tuner.measure.metrics import Distribution, Summary
 
 
 def step(

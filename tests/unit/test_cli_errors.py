@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tuner.cli import main, parse_duration
+from tuner.cli.main import main, parse_duration
+from tuner.config.spec import load_spec
 from tuner.errors import UsageError
-from tuner.spec import load_spec
-from tuner.study import run_study
-from tuner.trial import TrialResult
+from tuner.measure.result import TrialResult
+from tuner.search.loop import run_study
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ GOOD: dict[str, Any] = {
 
 
 def _fake(spec: Any, params: Any, **_: Any) -> TrialResult:
-    from tuner.metrics import Summary
+    from tuner.measure.metrics import Summary
 
     m = {"output_throughput_tok_s": 10.0, "ttft_ms": {"p99": 100.0}}
     return TrialResult(
@@ -249,7 +249,7 @@ def test_disk_full_mid_study_is_a_storage_error(tmp_path: Path) -> None:
     from sqlalchemy import event
 
     from tuner.errors import StorageError
-    from tuner.storage import open_storage, storage_errors
+    from tuner.search.storage import open_storage, storage_errors
 
     url = f"sqlite:///{tmp_path / 'full.db'}"
     storage = open_storage(url)

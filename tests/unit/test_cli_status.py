@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tuner.cli import _starts_line, main
-from tuner.metrics import Summary
-from tuner.spec import load_spec
-from tuner.study import run_study
-from tuner.trial import TrialResult
+from tuner.cli.main import _starts_line, main
+from tuner.config.spec import load_spec
+from tuner.measure.metrics import Summary
+from tuner.measure.result import TrialResult
+from tuner.search.loop import run_study
 
 ROOT = Path(__file__).resolve().parents[2]
 H200 = ROOT / "results" / "h200"

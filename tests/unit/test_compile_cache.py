@@ -1,4 +1,4 @@
-"""tuner.compile_cache: the compile key of a flag set, which cache a server uses, the restart cost learnt
+"""tuner.search.restart_cost: the compile key of a flag set, which cache a server uses, the restart cost learnt
 from a study's launches, and the start summary of ``tuner status``. Every cache folder is under tmp_path."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tuner.compile_cache import (
+from tuner.search.restart_cost import (
     MARKER,
     NEUTRAL_FLAGS,
     PRIOR_CACHED_RATIO,

@@ -1,4 +1,4 @@
-"""The cost-aware TPE of tuner.samplers: expected improvement per second of a trial (a compiled key starts
+"""The cost-aware TPE of tuner.search.samplers: expected improvement per second of a trial (a compiled key starts
 faster), ``rank`` and ``variants`` modes, and that without a cost it is exactly tuner's plain TPE."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from tuner.compile_cache import RestartCost
-from tuner.samplers import (
+from tuner.search.restart_cost import RestartCost
+from tuner.search.samplers import (
     COST_MODES,
     TrialCost,
     _FixedSpaceTPE,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tuner import envinfo
-from tuner.envinfo import clear_cache, cpu_model, environment, interpreter_versions, memory_total_mib
+from tuner.measure import envinfo
+from tuner.measure.envinfo import clear_cache, cpu_model, environment, interpreter_versions, memory_total_mib
 
 MIB = 1024 * 1024
 

@@ -1,11 +1,11 @@
-"""tuner.failures: exit status + log tail -> failure class and reason. Real texts from vLLM CPU 0.32 (this
+"""tuner.server.failures: exit status + log tail -> failure class and reason. Real texts from vLLM CPU 0.32 (this
 repo's pinned build, captured by hand) and vLLM GPU builds (0.26 on an H200, PyTorch, uvicorn)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tuner.failures import (
+from tuner.server.failures import (
     FAILURE_CLASSES,
     MAX_REASON_CHARS,
     PORT_IN_USE,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tuner.flags import build_plan, flag_args, format_value, model_position, resolve_command
-from tuner.spec import spec_from_dict
+from tuner.config.argv import build_plan, flag_args, format_value, model_position, resolve_command
+from tuner.config.spec import spec_from_dict
 
 BASE = {
     "name": "t",

@@ -1,4 +1,4 @@
-"""tuner.interrupts: a cancelled load ends with KeyboardInterrupt after its cleanup ran."""
+"""tuner.load.cancel: a cancelled load ends with KeyboardInterrupt after its cleanup ran."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from tuner.interrupts import cancel_running_load, run_load
+from tuner.load.cancel import cancel_running_load, run_load
 
 
 def test_no_load_running_means_nothing_to_cancel() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tuner.memory import (
+from tuner.measure.memory import (
     GiB,
     check_fits,
     kv_bytes_per_token,
@@ -260,7 +260,7 @@ def test_the_h200_study_file_straddles_the_memory_limit() -> None:
     """studies/h200-llama8b.yaml says its lowest gpu-memory-utilization is refused before launch."""
     from pathlib import Path
 
-    from tuner.spec import FloatRange, load_spec
+    from tuner.config.spec import FloatRange, load_spec
 
     spec = load_spec(Path(__file__).resolve().parents[2] / "studies" / "h200-llama8b.yaml")
     gmu = spec.search["gpu-memory-utilization"]

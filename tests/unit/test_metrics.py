@@ -1,4 +1,4 @@
-"""tuner.metrics.summarize on hand-computed records (times in seconds, latencies in ms)."""
+"""tuner.measure.metrics.summarize on hand-computed records (times in seconds, latencies in ms)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tuner.load.records import RequestRecord
-from tuner.metrics import Distribution, Summary, records_to_dicts, summarize
+from tuner.measure.metrics import Distribution, Summary, records_to_dicts, summarize
 
 
 def approx(x: float) -> object:

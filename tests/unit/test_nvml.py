@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tuner.telemetry import nvml as tn
-from tuner.telemetry.nvml import (
+from tuner.measure.telemetry import nvml as tn
+from tuner.measure.telemetry.nvml import (
     GpuSampler,
     cuda_version_text,
     gpu_memory_used_mib,

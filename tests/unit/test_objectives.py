@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from tuner.metrics import Summary
-from tuner.objectives import FAILED_KEY, FAILURE_VIOLATION, constraint_keys, evaluate, penalty
-from tuner.spec import StudySpec, spec_from_dict
-from tuner.trial import TrialResult
+from tuner.config.spec import StudySpec, spec_from_dict
+from tuner.measure.metrics import Summary
+from tuner.measure.result import TrialResult
+from tuner.search.objectives import FAILED_KEY, FAILURE_VIOLATION, constraint_keys, evaluate, penalty
 
 FAILURES = ("oom", "invalid_config", "startup_timeout", "crashed", "load_errors", "infeasible")
 

@@ -1,4 +1,4 @@
-"""tuner.telemetry.prometheus against a real /metrics capture of vLLM CPU 0.32.0 and hand-made texts."""
+"""tuner.measure.telemetry.prometheus against a real /metrics capture of vLLM CPU 0.32.0 and hand-made texts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.telemetry.prometheus import (
+from tuner.measure.telemetry.prometheus import (
     Histogram,
     PrometheusParseError,
     VllmMetrics,

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tuner.telemetry.serverside import (
+from tuner.measure.telemetry.serverside import (
     MetricsPoller,
     ServerSideView,
     bottleneck,

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tuner.metrics import summarize
+from tuner.measure.metrics import summarize
 from tuner.sim.__main__ import main as sim_main
 from tuner.sim.args import config_from_flags, parse_args
 from tuner.sim.engine import (

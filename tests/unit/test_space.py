@@ -6,9 +6,9 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from tuner.config.space import distributions, prelaunch_violation, suggest
+from tuner.config.spec import StudySpec, spec_from_dict
 from tuner.errors import UsageError
-from tuner.space import distributions, prelaunch_violation, suggest
-from tuner.spec import StudySpec, spec_from_dict
 
 BASE = {"name": "s", "model": "m", "workload": {"input_tokens": 8, "output_tokens": 8, "requests": 4}}
 

@@ -9,8 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuner.errors import SpecError
-from tuner.spec import (
+from tuner.config.spec import (
     Choices,
     FloatRange,
     IntRange,
@@ -19,6 +18,7 @@ from tuner.spec import (
     resolve_model,
     spec_from_dict,
 )
+from tuner.errors import SpecError
 
 GOOD = {
     "name": "demo",

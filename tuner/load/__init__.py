@@ -8,5 +8,5 @@ Layers, each behind a small seam so it can be tested alone:
 * ``arrivals`` — when each request is sent: fixed concurrency or Poisson arrivals;
 * ``runner``   — warm-up, a request count or a duration, cancellation; returns records.
 
-Metrics are computed from records in :mod:`tuner.metrics`, in pure code.
+Metrics are computed from records in :mod:`tuner.measure.metrics`, in pure code.
 """

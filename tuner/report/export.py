@@ -4,7 +4,7 @@
   choice's swapped model is kept), the flags from the stored effective flags (fixed ``server.args`` + the
   trial's params); tuner's own ``--host``/``--port`` are never part of it.
 * :func:`to_command` — ``vllm serve MODEL --flag value ...``, each word shell-quoted (same flag rules as
-  :func:`tuner.flags.flag_args`: ``True`` -> ``--flag``, ``False`` -> ``--no-flag``, None/"none" left out).
+  :func:`tuner.config.argv.flag_args`: ``True`` -> ``--flag``, ``False`` -> ``--no-flag``, None/"none" left out).
 * :func:`to_yaml` — a file for ``vllm serve --config FILE``: flag names as keys, the model under ``model:``
   (vLLM maps ``false`` to ``--no-flag`` itself); None/"none" left out.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from optuna.trial import FrozenTrial
 
+from tuner.config.argv import flag_args, format_value, shell_command
 from tuner.errors import TunerError
-from tuner.flags import flag_args, format_value, shell_command
 
 #: flags that belong to the machine tuner ran on, not to the configuration
 _TUNER_OWNED = ("host", "port")

@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError, UsageError
-from tuner.metrics import Summary
+from tuner.measure.metrics import Summary
 from tuner.report.fmt import fmt_num
 
 Pick = Literal["throughput", "latency", "knee"]

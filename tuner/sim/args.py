@@ -144,7 +144,7 @@ def config_from_flags(
     """``{"max-num-seqs": 64, "enable-prefix-caching": False}`` -> :class:`SimConfig`, via the CLI parser
     (``None`` leaves vLLM's default, ``False`` passes ``--no-FLAG``). Raises ``SystemExit(2)`` like the CLI
     on unknown flags or bad values."""
-    from tuner.flags import flag_args
+    from tuner.config.argv import flag_args
 
     argv = ["--model", model, "--sim-hardware", hardware, *flag_args(flags)]
     return config_from_args(parse_args(argv))

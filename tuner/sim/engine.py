@@ -15,7 +15,7 @@ Three layers, each usable alone:
   blocks under a chained hash, shares them across requests (reference counts) and evicts free ones LRU.
   Steps in which nothing but decodes can happen are advanced in bulk (exactly the same arithmetic, fewer
   Python iterations), which keeps a 1,000-request run in tens of milliseconds.
-* :func:`simulate` (a whole load run in-process, no HTTP, returning a :class:`tuner.metrics.Summary`) and
+* :func:`simulate` (a whole load run in-process, no HTTP, returning a :class:`tuner.measure.metrics.Summary`) and
   :func:`capacity` (tuner's capacity mode: concurrency stepped up, the best step meeting the SLO scored).
 
 Step time (per device; tensor parallel splits weights, KV and FLOPs and adds two all-reduces per layer)::
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from tuner.load.records import RequestRecord
-from tuner.metrics import Distribution, Summary
+from tuner.measure.metrics import Distribution, Summary
 from tuner.sim.hardware import GiB, Hardware, get_hardware
 from tuner.sim.model_shape import DTYPE_BYTES, ModelShape, load_shape
 
@@ -1351,7 +1351,7 @@ def _dist(values_ms: np.ndarray, weights: np.ndarray | None = None) -> Distribut
 def summarize_engine(
     eng: Engine, *, slo: Mapping[str, float] | None = None, load: Mapping[str, Any] | None = None
 ) -> Summary:
-    """The same figures as :func:`tuner.metrics.summarize` computes from records (warm-up excluded),
+    """The same figures as :func:`tuner.measure.metrics.summarize` computes from records (warm-up excluded),
     computed from the engine's own state (ITL pooled from weighted step gaps)."""
     done = [r for r in eng.finished if not r.warmup]
     if not done:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from tuner.metrics import Summary
-from tuner.spec import CapacitySpec
+from tuner.config.spec import CapacitySpec
+from tuner.measure.metrics import Summary
 
 MIN_GAIN = 0.05
 

@@ -17,14 +17,14 @@ Contract of :func:`run_study`:
   it first, so it is trial 0: no Optuna params, user attr ``is_baseline``; a mapping's flags are passed to
   the trial function as params and stored in user attr ``baseline_flags`` (they are not Optuna params).
 * **Trial** — ``space.suggest`` picks the params; a configuration refused by
-  :func:`tuner.space.prelaunch_violation` is told at once as ``infeasible`` without calling ``trial_fn``;
+  :func:`tuner.config.space.prelaunch_violation` is told at once as ``infeasible`` without calling ``trial_fn``;
   otherwise ``trial_fn`` measures it. The result is told COMPLETE with the values and constraints of
-  :func:`tuner.objectives.evaluate` (failures included: they are infeasible, never dropped). Trial user
+  :func:`tuner.search.objectives.evaluate` (failures included: they are infeasible, never dropped). Trial user
   attributes: ``status``, ``failure``, ``message``, ``feasible``, ``argv``, ``log_path``, ``log_tail``,
   ``vllm_version``, ``hardware``, ``started_at``, ``ended_at``, ``result`` (``TrialResult.to_dict()``),
   ``run_params``, ``is_baseline``, ``worker`` (host, pid, pid start time, boot id), ``heartbeat_at`` and
   ``compile_key`` (``key``, ``cache``, ``cached``: whether a trial in the same vLLM compile cache had
-  started a server with that key before; see :mod:`tuner.compile_cache`).
+  started a server with that key before; see :mod:`tuner.search.restart_cost`).
 * **Restart cost** — with ``spec.compile_key_reuse`` ``rank`` or ``variants`` (default ``off``) and TPE, before
   each ``ask`` the sampler is given the trial costs learnt from the study's server starts, and ranks its
   candidates by expected improvement per second: configurations whose compile key vLLM has cached are
@@ -34,7 +34,7 @@ Contract of :func:`run_study`:
   has them. Dead means: same host and boot, and the pid is gone or now runs another process (start time);
   same host, another boot id; another host (or no worker record), no heartbeat for ``grace_s``. Queued
   params that finished meanwhile are not run again (the popped trial is FAIL with ``duplicate_of``).
-  Servers left by dead tuners are stopped first (:func:`tuner.server.stop_leftover_servers`).
+  Servers left by dead tuners are stopped first (:func:`tuner.server.process.stop_leftover_servers`).
 * **Ctrl-C** — the first one reaches ``trial_fn`` (which stops its server and raises KeyboardInterrupt);
   the trial is marked FAIL (``interrupted``), queued again, and :class:`~tuner.errors.Interrupted` is
   raised (exit 130). Outside a trial it stops the loop at the next safe point. A second Ctrl-C kills this
@@ -42,14 +42,13 @@ Contract of :func:`run_study`:
 * **Timeout** — no new trial starts once the time left is shorter than the mean duration of the launched
   trials so far.
 * **Workers** — any number of processes may run the same study on one database: storage calls are atomic
-  (see :mod:`tuner.storage`), so trial numbers are unique and no queued trial runs twice.
+  (see :mod:`tuner.search.storage`), so trial numbers are unique and no queued trial runs twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import math
 import os
 import signal
 import socket
@@ -68,25 +67,32 @@ from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import __version__
-from tuner.compile_cache import (
-    Launch,
-    RestartCost,
-    cache_identity,
-    compile_key,
-    launch_of,
-    refused_before_launch,
-    server_env,
-)
+from tuner.config.argv import Param, trial_flags
+from tuner.config.space import distributions, prelaunch_violation, suggest
+from tuner.config.spec import FlagValue, StudySpec, default_storage, runs_dir
 from tuner.errors import Interrupted, TrialFailure, UsageError
-from tuner.failures import INFEASIBLE, INTERRUPTED
-from tuner.flags import Param, trial_flags
-from tuner.objectives import Evaluation, constraint_keys, evaluate
+from tuner.measure.result import TrialResult
 from tuner.progress import NullReporter, Reporter
-from tuner.samplers import make_sampler, set_trial_cost
-from tuner.space import distributions, prelaunch_violation, suggest
-from tuner.spec import FlagValue, StudySpec, default_storage, runs_dir
-from tuner.storage import open_storage, parse_url, sqlite_path, storage_errors
-from tuner.trial import TrialResult
+from tuner.search.objectives import Evaluation, constraint_keys, evaluate
+from tuner.search.record import (
+    ATTR_BASELINE,
+    ATTR_BASELINE_FLAGS,
+    ATTR_BUDGET,
+    ATTR_COMPILE_KEY,
+    ATTR_HEARTBEAT,
+    ATTR_INTERRUPTED,
+    ATTR_LAUNCHED,
+    ATTR_REQUEUED_FROM,
+    ATTR_SPEC,
+    ATTR_WORKER,
+    result_attrs,
+    study_launches,
+    trial_seconds,
+)
+from tuner.search.restart_cost import RestartCost, cache_identity, compile_key, server_env
+from tuner.search.samplers import make_sampler, set_trial_cost
+from tuner.search.storage import open_storage, parse_url, sqlite_path, storage_errors
+from tuner.server.failures import INFEASIBLE, INTERRUPTED
 
 #: seconds between two heartbeats of a running trial
 HEARTBEAT_S = 30.0
@@ -95,26 +101,12 @@ GRACE_S = 600.0
 #: how long a worker that joins a study being created waits for its creator to finish the setup
 JOIN_WAIT_S = 30.0
 
-# study user attributes
-ATTR_SPEC = "spec"
-ATTR_BUDGET = "n_trials"
-# trial user attributes
-ATTR_BASELINE = "is_baseline"
-ATTR_BASELINE_FLAGS = "baseline_flags"
-ATTR_RESULT = "result"
-ATTR_WORKER = "worker"
-ATTR_HEARTBEAT = "heartbeat_at"
-ATTR_INTERRUPTED = "interrupted"
-ATTR_REQUEUED_FROM = "requeued_from"
-ATTR_LAUNCHED = "launched"
-ATTR_COMPILE_KEY = "compile_key"
-
 #: ids of the trials this process is running now (a RUNNING trial of this pid not listed here is an orphan)
 _ACTIVE: set[int] = set()
 
 
 class TrialFn(Protocol):
-    """What measures one configuration (:func:`tuner.measure.run_trial`, or a fake in tests)."""
+    """What measures one configuration (:func:`tuner.measure.trial.run_trial`, or a fake in tests)."""
 
     def __call__(
         self,
@@ -158,7 +150,7 @@ class Worker:
 
 def this_worker() -> Worker:
     """The current process as a :class:`Worker`."""
-    from tuner.server import process_starttime
+    from tuner.server.process import process_starttime
 
     return Worker(socket.gethostname(), os.getpid(), process_starttime(os.getpid()), _boot_id())
 
@@ -176,7 +168,7 @@ def trial_is_orphan(
     """True when ``trial`` is RUNNING but the process running it is dead (see the module docstring)."""
     if trial.state != TrialState.RUNNING:
         return False
-    from tuner.server import pid_alive, process_starttime
+    from tuner.server.process import pid_alive, process_starttime
 
     me = me or this_worker()
     info = trial.user_attrs.get(ATTR_WORKER)
@@ -220,8 +212,8 @@ def run_study(
     """Run (or continue) the study of ``spec`` to its budget. See the module docstring for the contract.
 
     ``must_exist`` (``tuner resume``) refuses to create a new study. ``trial_fn`` defaults to
-    :func:`tuner.measure.run_trial`. Server logs go to ``log_root/trial-NNNN/`` (default
-    :func:`tuner.spec.runs_dir`); server pidfiles to ``runtime_dir`` (default ``$TUNER_RUNTIME_DIR``, else
+    :func:`tuner.measure.trial.run_trial`. Server logs go to ``log_root/trial-NNNN/`` (default
+    :func:`tuner.config.spec.runs_dir`); server pidfiles to ``runtime_dir`` (default ``$TUNER_RUNTIME_DIR``, else
     ``log_root/runtime``), which is also where servers of dead tuners are looked for. Raises :class:`~tuner.errors.UsageError` for bad input (before any
     write), :class:`~tuner.errors.StorageError`, or :class:`~tuner.errors.Interrupted` after Ctrl-C.
     """
@@ -233,7 +225,7 @@ def run_study(
     _make_sampler(spec, dists, seed=spec.seed)  # refuses a sampler/space mismatch before anything is written
     rep: Reporter = reporter or NullReporter()
     if trial_fn is None:
-        from tuner.measure import run_trial
+        from tuner.measure.trial import run_trial
 
         trial_fn = run_trial
     path = sqlite_path(url)
@@ -248,7 +240,7 @@ def run_study(
         budget = _settle_budget(study, spec, n_trials, created)
         study.sampler = _make_sampler(spec, dists, seed=_seed(spec, created))
 
-    from tuner.server import stop_leftover_servers
+    from tuner.server.process import stop_leftover_servers
 
     killed = stop_leftover_servers(runtime_dir)
     if killed:
@@ -324,7 +316,7 @@ def _directions(spec: StudySpec) -> list[optuna.study.StudyDirection]:
 
 def _spec_json(spec: StudySpec) -> dict[str, Any]:
     """The study file as stored: JSON data, secrets (``server.env`` tokens, ``api-key``) masked."""
-    from tuner.redact import spec_data
+    from tuner.config.redact import spec_data
 
     return spec_data(spec)
 
@@ -504,7 +496,7 @@ class _Loop:
         return compile_key(flags, model)
 
     def _learn_cost(self) -> RestartCost:
-        """Trial costs and compiled keys from this study's finished trials (see :mod:`tuner.compile_cache`)."""
+        """Trial costs and compiled keys from this study's finished trials (see :mod:`tuner.search.restart_cost`)."""
         launches = study_launches(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         return RestartCost.learn(launches, cache=self.cache, key_of=self._key_of)
 
@@ -588,7 +580,7 @@ class _Loop:
             requeue(self.study, self.study._storage.get_trial(trial._trial_id), self.spec)
 
     def _tell(self, trial: optuna.Trial, result: TrialResult) -> FrozenTrial:
-        from tuner.redact import spec_redactor
+        from tuner.config.redact import spec_redactor
 
         self.reporter.phase("saving")
         ev = evaluate(self.spec, result)
@@ -637,63 +629,6 @@ class _Loop:
             head = f"{format_values(self.spec.metric_names, frozen.values)} ({verdict})"
         best = best_so_far(self.study, self.spec.metric_names)
         return f"{head} · best so far: {best}" if best else head
-
-
-def result_attrs(result: TrialResult, ev: Evaluation) -> dict[str, Any]:
-    """The user attributes stored for a finished trial (JSON-safe: non-finite numbers become null)."""
-    env = result.env or {}
-    attrs: dict[str, Any] = _json_safe(
-        {
-            "status": result.status,
-            "failure": None if result.ok and ev.failure is None else (ev.failure or result.status),
-            "message": result.message,
-            "feasible": ev.feasible,
-            "argv": list(result.argv),
-            "log_path": result.log_path,
-            "log_tail": list(result.log_tail)[-40:],
-            "vllm_version": env.get("vllm_version"),
-            "hardware": env.get("hardware"),
-            "started_at": result.started_at,
-            "ended_at": result.ended_at,
-            ATTR_LAUNCHED: launched(result),
-            ATTR_RESULT: result.to_dict(),
-        }
-    )
-    return attrs
-
-
-def launched(result: TrialResult) -> bool:
-    """Did the trial start a server? Not when a rule or the memory check refused it before launch."""
-    return not refused_before_launch(result.status, result.memory_check, result.startup_s)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def study_launches(trials: list[FrozenTrial]) -> list[Launch]:
-    """What the finished trials recorded about their server starts (:class:`tuner.compile_cache.Launch`)."""
-    out = []
-    for t in trials:
-        launch = launch_of(t.user_attrs, trial_seconds(t), t.params)
-        if launch is not None:
-            out.append(launch)
-    return out
-
-
-def trial_seconds(t: FrozenTrial) -> float | None:
-    """Start to completion of a finished trial (None while it runs)."""
-    if t.datetime_start is None or t.datetime_complete is None:
-        return None
-    return (t.datetime_complete - t.datetime_start).total_seconds()
 
 
 def _fits(trials: list[FrozenTrial], deadline: float) -> bool:
@@ -843,17 +778,17 @@ class _SigintGuard:
         if self.count >= 2:
             force_exit(self.runtime_dir)
         if self.in_trial:
-            from tuner.interrupts import cancel_running_load
+            from tuner.load.cancel import cancel_running_load
 
             if cancel_running_load():
-                return  # the load unwinds and raises KeyboardInterrupt itself (see tuner.interrupts)
+                return  # the load unwinds and raises KeyboardInterrupt itself (see tuner.load.cancel)
             raise KeyboardInterrupt
 
 
 def force_exit(runtime_dir: Path) -> None:
     """Kill the server groups this process owns (its pidfiles in ``runtime_dir``) and ``os._exit(130)``."""
     try:
-        from tuner.server import read_pidfiles
+        from tuner.server.process import read_pidfiles
 
         for _path, record in read_pidfiles(runtime_dir):
             if record.get("owner_pid") == os.getpid():
@@ -873,8 +808,6 @@ __all__ = [
     "repair_orphans",
     "requeue",
     "run_study",
-    "study_launches",
     "this_worker",
     "trial_is_orphan",
-    "trial_seconds",
 ]

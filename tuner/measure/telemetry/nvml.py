@@ -17,7 +17,7 @@ Contract:
   functions. It is initialised in ``__enter__`` and shut down in ``__exit__`` (NVML counts its inits).
 
 :func:`gpu_memory_used_mib` (memory used per selected GPU, for waiting until a stopped server has let its
-memory go) and :func:`static_facts` (what :mod:`tuner.envinfo` records) open and close NVML themselves.
+memory go) and :func:`static_facts` (what :mod:`tuner.measure.envinfo` records) open and close NVML themselves.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-log = logging.getLogger("tuner.telemetry")
+log = logging.getLogger("tuner.measure.telemetry")
 
 #: the sampled signals, in the order the summary lists them
 SIGNALS = ("util_pct", "mem_used_mib", "power_w", "sm_clock_mhz", "temp_c")

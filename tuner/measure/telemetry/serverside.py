@@ -13,9 +13,9 @@ turns the scrapes into a :class:`ServerSideView`:
   before 0.10 ``vllm:gpu_prefix_cache_{hits,queries}_total``); ``None`` when there were no queries.
 
 * **KV-cache size** in tokens (``num_gpu_blocks x block_size`` of ``vllm:cache_config_info``), to check
-  :func:`tuner.memory.check_fits`' estimate against what vLLM allocated.
+  :func:`tuner.measure.memory.check_fits`' estimate against what vLLM allocated.
 
-Parsing and names are :mod:`tuner.telemetry.prometheus`' (:func:`~tuner.telemetry.prometheus.vllm_metrics`):
+Parsing and names are :mod:`tuner.measure.telemetry.prometheus`' (:func:`~tuner.measure.telemetry.prometheus.vllm_metrics`):
 counters and gauges are summed over label sets (engines, models), KV usage is averaged. A failed
 scrape is counted in ``errors`` and skipped; nothing here raises for a missing, slow or odd ``/metrics``.
 
@@ -35,7 +35,7 @@ from typing import Any
 
 import aiohttp
 
-from tuner.telemetry.prometheus import parse, vllm_metrics
+from tuner.measure.telemetry.prometheus import parse, vllm_metrics
 
 Clock = Callable[[], float]
 

@@ -1,6 +1,6 @@
-"""A :class:`~tuner.trial.TrialResult` -> what Optuna is told: objective values and constraint values. Pure.
+"""A :class:`~tuner.measure.result.TrialResult` -> what Optuna is told: objective values and constraint values. Pure.
 
-Objectives are the study file's ``objectives`` (metric names of :meth:`tuner.metrics.Summary.metric`), read
+Objectives are the study file's ``objectives`` (metric names of :meth:`tuner.measure.metrics.Summary.metric`), read
 from ``result.summary`` — in capacity mode that is the scored step, so the constraints below are the scored
 step's too.
 
@@ -35,10 +35,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tuner.failures import INTERRUPTED
-from tuner.metrics import Summary
-from tuner.spec import StudySpec
-from tuner.trial import TrialResult
+from tuner.config.spec import StudySpec
+from tuner.measure.metrics import Summary
+from tuner.measure.result import TrialResult
+from tuner.server.failures import INTERRUPTED
 
 #: the relative SLO violation told for a failed trial, and the cap for a measured one
 FAILURE_VIOLATION = 10.0

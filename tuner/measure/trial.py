@@ -9,7 +9,7 @@ Contract of :func:`run_trial`:
 * ``KeyboardInterrupt`` propagates after the server is stopped, so the caller can mark the trial interrupted;
 * a server that stops answering ``/health`` after the load (its engine died; vLLM's API process lingers a
   moment before it exits) is ``crashed``, like one that exited;
-* nothing it returns holds a secret (:mod:`tuner.redact`): argv, flags, message and log tail are masked, and
+* nothing it returns holds a secret (:mod:`tuner.config.redact`): argv, flags, message and log tail are masked, and
   so is the server log it keeps. An API key (``server.args.api-key``, or ``VLLM_API_KEY`` in the server's
   environment) reaches vLLM through ``VLLM_API_KEY`` and the load as ``Authorization: Bearer``.
 
@@ -31,19 +31,19 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from tuner import capacity
+from tuner.config.argv import Param, build_plan, trial_flags
+from tuner.config.redact import Redactor, redact_file, spec_redactor
+from tuner.config.spec import StudySpec, Workload
 from tuner.errors import TrialFailure
-from tuner.failures import INFEASIBLE
-from tuner.flags import Param, build_plan, trial_flags
 from tuner.load.client import Target
 from tuner.load.prompts import Prompt, Tokenizer, build_prompts, load_tokenizer
 from tuner.load.runner import LoadPlan, run_load
-from tuner.metrics import Summary, summarize
+from tuner.measure import capacity
+from tuner.measure.metrics import Summary, summarize
+from tuner.measure.result import TrialResult
+from tuner.measure.telemetry.serverside import MetricsPoller
 from tuner.progress import NullReporter, Reporter
-from tuner.redact import Redactor, redact_file, spec_redactor
-from tuner.spec import StudySpec, Workload
-from tuner.telemetry.serverside import MetricsPoller
-from tuner.trial import TrialResult
+from tuner.server.failures import INFEASIBLE
 
 _R = TypeVar("_R")
 
@@ -60,7 +60,7 @@ def run_trial(
     port_picker: Callable[[str], int] | None = None,
 ) -> TrialResult:
     """Measure one configuration (see the module docstring for the contract). ``port_picker`` chooses the
-    server's port (default: a free one, :func:`tuner.server.free_port`)."""
+    server's port (default: a free one, :func:`tuner.server.process.free_port`)."""
     rep = reporter or NullReporter()
     started = time.time()
     flags, model = trial_flags(spec, params)
@@ -69,7 +69,7 @@ def run_trial(
         return _finish(_measure_url(spec, url, model, rep, flags), started, redactor)
 
     rep.phase("checking")
-    from tuner.space import prelaunch_violation
+    from tuner.config.space import prelaunch_violation
 
     reason = prelaunch_violation(flags)
     plan0 = build_plan(spec, params, port=0)
@@ -91,7 +91,7 @@ def run_trial(
             redactor,
         )
 
-    from tuner.server import free_port, http_status, start_server
+    from tuner.server.process import free_port, http_status, start_server
 
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{trial_name}.server.log"
@@ -211,7 +211,7 @@ def _measure_into(
     prompts = list(
         _prompts(w.tokenizer or model, n_prompts, w.input_tokens, w.shared_prefix_tokens, w.seed, w.api)
     )
-    from tuner.telemetry.nvml import GpuSampler
+    from tuner.measure.telemetry.nvml import GpuSampler
 
     visible = spec.server.env.get("CUDA_VISIBLE_DEVICES")
     with GpuSampler(visible_devices=visible, on_unavailable=rep.message) as gpu:
@@ -225,7 +225,7 @@ def _measure_into(
     result.gpu = gpu.summary(start, end)
     result.server_metrics.update(_agreement(run.before, run.after, steps))
     if run.poller is not None:
-        from tuner.telemetry.serverside import bottleneck
+        from tuner.measure.telemetry.serverside import bottleneck
 
         view = run.poller.view(start, end)
         result.server_metrics["view"] = view.to_dict()
@@ -243,7 +243,7 @@ def _measure_into(
 
 def _run_async(coro: Coroutine[Any, Any, _R]) -> _R:
     """Run the load on uvloop when it is installed (about 20 % less client CPU per streamed chunk)."""
-    from tuner.interrupts import run_load
+    from tuner.load.cancel import run_load
 
     try:
         import uvloop
@@ -333,7 +333,7 @@ async def _steps(
 
 @functools.lru_cache(maxsize=1)
 def _environment_cached() -> str:
-    from tuner.envinfo import environment
+    from tuner.measure.envinfo import environment
 
     return json.dumps(environment(), default=str)
 
@@ -351,8 +351,8 @@ def _memory_check(model: str, flags: Mapping[str, Any], visible: str | None) -> 
     config = Path(model) / "config.json"
     if not config.is_file():
         return None
-    from tuner.memory import check_fits
-    from tuner.telemetry.nvml import static_facts
+    from tuner.measure.memory import check_fits
+    from tuner.measure.telemetry.nvml import static_facts
 
     facts = static_facts(visible_devices=visible)
     if not facts or not facts.get("memory_total_mib"):
@@ -447,7 +447,7 @@ def _agreement(before: str | None, after: str | None, steps: list[Summary]) -> d
     """The server's own view of the measured requests (Prometheus deltas) beside the client's."""
     if before is None or after is None:
         return {}
-    from tuner.telemetry.prometheus import counter_delta, histogram_delta
+    from tuner.measure.telemetry.prometheus import counter_delta, histogram_delta
 
     out: dict[str, Any] = {}
     ttft = histogram_delta(before, after, "vllm:time_to_first_token_seconds")
@@ -481,7 +481,7 @@ def _weighted(steps: list[Summary], attr: str) -> float | None:
 
 
 def _reason_from_tail(tail: list[str]) -> str:
-    from tuner.failures import extract_reason
+    from tuner.server.failures import extract_reason
 
     return extract_reason(tail)
 

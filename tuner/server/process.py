@@ -21,7 +21,7 @@ Contracts:
 * Startup: the port must not already accept connections (else ``port_in_use`` at once); then ``/health`` is
   polled every ``poll_interval_s`` while the process is watched. An exit raises
   :class:`~tuner.errors.ServerStartError` with the class from
-  :func:`tuner.failures.classify_start_failure`; the deadline raises it with ``startup_timeout`` (or a
+  :func:`tuner.server.failures.classify_start_failure`; the deadline raises it with ``startup_timeout`` (or a
   class the log proves). In both cases the group has been stopped before the error is raised.
 * Stop (idempotent): SIGTERM to the group, wait ``stop_timeout_s`` for every member to go, SIGKILL the
   group; then wait until the port refuses connections and, when a GPU probe answers, until GPU memory
@@ -48,7 +48,7 @@ from types import TracebackType
 from typing import Any
 
 from tuner.errors import ServerCrashed, ServerStartError
-from tuner.failures import (
+from tuner.server.failures import (
     PORT_IN_USE,
     STARTUP_TIMEOUT,
     classify_runtime_failure,
@@ -394,7 +394,7 @@ class VllmServer:
     """One server process group: start, wait for health, watch, stop. See the module docstring.
 
     ``argv`` must already contain ``--host``/``--port`` matching ``host``/``port`` (see
-    :func:`tuner.flags.build_plan`). ``env`` is merged over ``os.environ``. ``log_path`` receives stdout and
+    :func:`tuner.config.argv.build_plan`). ``env`` is merged over ``os.environ``. ``log_path`` receives stdout and
     stderr (truncated at start unless ``append_log``). ``runtime_dir`` (optional) receives the pidfile.
     ``gpu_probe`` is called before start and after stop (see :func:`wait_gpu_memory_released`).
     """

@@ -7,7 +7,7 @@ before and 72-101 s with a new one, in trials of ~130 s: the start is most of a 
 :func:`cache_identity`, which reads (and once writes) a marker file in the cache folder.
 
 * :func:`compile_key` — the key of an *effective* flag set (fixed ``server.args`` + a trial's params, as
-  :func:`tuner.flags.trial_flags` merges them) and model: every flag counts except :data:`NEUTRAL_FLAGS`,
+  :func:`tuner.config.argv.trial_flags` merges them) and model: every flag counts except :data:`NEUTRAL_FLAGS`,
   which vLLM leaves out of its hash (memory sizing, prefix caching, scheduling policy, logging, serving).
   An unknown flag counts, so the key may be finer than vLLM's (a missed reuse), never coarser. An absent
   flag (or a ``none`` choice: "leave vLLM's default") is a key of its own, even where vLLM's default equals
@@ -19,7 +19,7 @@ before and 72-101 s with a new one, in trials of ~130 s: the start is most of a 
 * :class:`RestartCost` — the expected seconds of a trial with a compiled key and with a new one, learnt from
   the study's own launched trials (median server start of each kind, median rest of the trial), with
   :data:`PRIOR_CACHED_RATIO` standing in for the kind not yet seen. :meth:`RestartCost.log_cost` is what the
-  cost-aware sampler (:mod:`tuner.samplers`) divides expected improvement by. Where starts with a compiled key
+  cost-aware sampler (:mod:`tuner.search.samplers`) divides expected improvement by. Where starts with a compiled key
   are not faster (a machine where compilation is cheap), both costs are equal and the search is unchanged.
 """
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.failures import INFEASIBLE
+from tuner.server.failures import INFEASIBLE
 
 #: flags vLLM leaves out of its compile hash (``CacheConfig`` / ``SchedulerConfig`` / ``ModelConfig``
 #: ``compute_hash`` in vLLM 0.10-0.32) or that only touch the API server

@@ -1,8 +1,0 @@
-"""Server-side telemetry: what the server and the machine say while a trial runs.
-
-* :mod:`tuner.telemetry.prometheus` — parse vLLM's ``/metrics`` (Prometheus text) into
-  :class:`~tuner.telemetry.prometheus.VllmMetrics` and compute a run's delta with
-  :func:`~tuner.telemetry.prometheus.diff`; :func:`~tuner.telemetry.prometheus.scrape` fetches the text.
-
-Parsing is pure; only ``scrape`` does I/O.
-"""
