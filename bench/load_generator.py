@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from tuner.load.client import Target  # noqa: E402
 from tuner.load.prompts import Prompt  # noqa: E402
-from tuner.load.runner import LoadPlan, new_session, run_load  # noqa: E402
+from tuner.load.runner import LoadPlan, new_session, offer_load  # noqa: E402
 
 
 def pin(cpu: int) -> bool:
@@ -80,7 +80,7 @@ async def scenario(
     async with new_session() as session:
         w0, c0 = time.perf_counter(), time.process_time()
         target = Target(url, "fake-model", headers={"X-Fake-Token-Delay": str(delay)})
-        records = await run_load(target, prompts, plan, session=session)
+        records = await offer_load(target, prompts, plan, session=session)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     failed = [r.error for r in records if not r.ok]
     if failed:

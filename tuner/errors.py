@@ -19,17 +19,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+#: exit statuses of the ``tuner`` command: a failure that is not the user's input, bad input, interrupted
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
 
 class TunerError(Exception):
     """Base class: ``str(err)`` is one line a person can act on."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILURE
 
 
 class UsageError(TunerError):
     """Bad input from the user. Nothing stored is touched."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class SpecError(UsageError):
@@ -46,7 +51,7 @@ class SpecError(UsageError):
 class StorageError(TunerError):
     """The study database cannot be opened, read or written."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILURE
 
 
 class TrialFailure(TunerError):
@@ -70,4 +75,4 @@ class ServerCrashed(TrialFailure):
 class Interrupted(TunerError):
     """The user interrupted the run; what was finished is stored and the study is resumable."""
 
-    exit_code = 130
+    exit_code = EXIT_INTERRUPTED

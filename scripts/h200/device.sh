@@ -62,7 +62,7 @@ gpu_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>
 
 stop_leftovers() {
   local killed
-  killed=$("$PY" -c "from tuner.server.process import stop_leftover_servers as s; print(s('$TUNER_RUNTIME_DIR'))" 2>&1 | tail -1)
+  killed=$("$PY" -c "from tuner.server.procs import stop_leftover_servers as s; print(s('$TUNER_RUNTIME_DIR'))" 2>&1 | tail -1)
   [ "$killed" = "[]" ] || log "leftover server groups stopped: $killed"
   # backstop: a vLLM server of this model that no pidfile names (setsid'd servers outlive a run)
   local pid

@@ -5,7 +5,7 @@ memory check against vLLM's own KV size, start times, trials per hour, compile k
 
 ``--steps`` adds every capacity step of every trial (load, throughput, goodput, TTFT and ITL p99).
 
-Reads only what tuner stored as Optuna user attributes; writes nothing. The ``key`` column is the trial's
+Reads only what tuner stored, through :mod:`tuner.search.record`; writes nothing. The ``key`` column is the trial's
 ``compile_key`` record (``cached``: an earlier trial had started a healthy server with the same compile key
 in the same vLLM cache; ``new``; ``-``: not recorded, by a tuner before compile keys). For a study without those
 records the footer also gives a retro-computed split: a trial whose :data:`RETRO_KEY` params equal an
@@ -14,8 +14,6 @@ earlier healthy trial's counts as a repeat.
 
 from __future__ import annotations
 
-import ast
-import json
 import statistics
 import sys
 from typing import Any
@@ -23,23 +21,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.search.record import study_launches, trial_seconds
-from tuner.search.restart_cost import Launch, refused_before_launch, summarize_starts
+from tuner.report.status import summarize_starts
+from tuner.search.record import StoredResult, TrialRecord, read, study_launches
+from tuner.search.restart_cost import Launch
 
 #: the searched flags of results/h200's studies that are in vLLM's compile key (gpu-memory-utilization is not)
 RETRO_KEY = ("max-num-seqs", "max-num-batched-tokens", "block-size", "quantization")
-
-
-def result_of(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    r = t.user_attrs.get("result")
-    if isinstance(r, dict):
-        return r
-    if isinstance(r, str):
-        try:
-            return dict(json.loads(r))
-        except ValueError:
-            return dict(ast.literal_eval(r))
-    return {}
 
 
 def main(argv: list[str]) -> int:
@@ -54,45 +41,42 @@ def main(argv: list[str]) -> int:
     starts, durations, agree, kv_err = [], [], 0, []
     base = None
     for t in study.trials:
-        r = result_of(t)
-        if not r:
+        rec = read(t)
+        r = rec.result
+        if r is None:
             continue
-        m = r.get("metrics") or {}
-        g = r.get("gpu") or {}
-        view = (r.get("server_metrics") or {}).get("view") or {}
-        mc = r.get("memory_check") or {}
+        m = r.metrics or {}
+        g = r.gpu
+        view = r.server_metrics.get("view") or {}
+        mc = r.memory_check
         tput = m.get("output_throughput_tok_s")
-        if t.user_attrs.get("is_baseline"):
+        if rec.is_baseline:
             base = tput
-        if r.get("startup_s"):
-            starts.append(r["startup_s"])
-        refused = refused_before_launch(r.get("status"), mc, r.get("startup_s"))  # no server: no trial time
-        if r.get("ended_at") and r.get("started_at") and not refused:
-            durations.append(r["ended_at"] - r["started_at"])
+        if r.startup_s:
+            starts.append(r.startup_s)
+        if rec.ended_at and rec.started_at and not rec.refused_before_launch:  # no server: no trial time
+            durations.append(rec.ended_at - rec.started_at)
         if mc:
-            launched_ok = r.get("status") not in ("oom",) or "predicted" not in (r.get("message") or "")
-            agree += int(bool(mc.get("fits")) == launched_ok and (r.get("status") != "oom"))
+            launched_ok = rec.status not in ("oom",) or "predicted" not in (rec.message or "")
+            agree += int(bool(mc.get("fits")) == launched_ok and (rec.status != "oom"))
             if mc.get("kv_tokens_estimate") and view.get("kv_cache_tokens"):
                 kv_err.append(mc["kv_tokens_estimate"] / view["kv_cache_tokens"] - 1)
-        steps = r.get("steps") or []
         rows.append(
             [
-                str(t.number) + (" (baseline)" if t.user_attrs.get("is_baseline") else ""),
+                str(t.number) + (" (baseline)" if rec.is_baseline else ""),
                 " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
                 or "-",
-                r.get("status", "?"),
-                {True: "met", False: "broken"}.get(t.user_attrs.get("feasible"), "-")
-                if r.get("status") == "ok"
-                else "-",
-                key_word(t),
-                _f(r.get("startup_s"), 1),
-                _f((r.get("ended_at") or 0) - (r.get("started_at") or 0), 0),
+                rec.status or "?",
+                "-" if rec.feasible is None or rec.status != "ok" else ("met" if rec.feasible else "broken"),
+                key_word(rec),
+                _f(r.startup_s, 1),
+                _f((rec.ended_at or 0) - (rec.started_at or 0), 0),
                 _f(tput, 0),
                 "" if base is None or tput is None else f"{(tput / base - 1) * 100:+.1f}%",
                 _f((m.get("ttft_ms") or {}).get("p99"), 0),
                 _f((m.get("itl_ms") or {}).get("p99"), 1),
-                str(len(steps)),
-                r.get("bottleneck") or "",
+                str(len(r.steps)),
+                r.bottleneck or "",
                 _f((g.get("util_pct") or {}).get("mean"), 0),
                 _f((g.get("power_w") or {}).get("mean"), 0),
                 _f(view.get("kv_cache_usage_max"), 2),
@@ -130,12 +114,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def key_word(t: FrozenTrial) -> str:
+def key_word(rec: TrialRecord) -> str:
     """``cached`` / ``new`` from the trial's compile-key record, ``-`` without one."""
-    rec = t.user_attrs.get("compile_key")
-    if not isinstance(rec, dict) or "key" not in rec:
+    if rec.compile_key is None:
         return "-"
-    return "cached" if rec.get("cached") else "new"
+    return "cached" if rec.compile_key.cached else "new"
 
 
 def print_steps(trials: list[FrozenTrial]) -> None:
@@ -144,7 +127,7 @@ def print_steps(trials: list[FrozenTrial]) -> None:
     print("\n| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for t in sorted(trials, key=lambda t: t.number):
-        for i, step in enumerate(result_of(t).get("steps") or []):
+        for i, step in enumerate((read(t).result or StoredResult()).steps):
             load = ", ".join(f"{k} {v}" for k, v in (step.get("load") or {}).items())
             cells = [
                 str(t.number),
@@ -165,12 +148,11 @@ def retro_launches(trials: list[FrozenTrial]) -> list[Launch]:
     healthy: set[tuple[Any, ...]] = set()
     for t in sorted(trials, key=lambda t: t.number):
         key = tuple(t.params.get(k) for k in RETRO_KEY)  # the baseline (no params) matches no trial
-        start = result_of(t).get("startup_s")
-        start = float(start) if isinstance(start, int | float) and start > 0 else None
+        rec = read(t)
+        start = rec.result.startup_s if rec.result else None
+        start = start if start is not None and start > 0 else None
         out.append(
-            Launch(
-                key=repr(key), cache=None, cached=key in healthy, startup_s=start, trial_s=trial_seconds(t)
-            )
+            Launch(key=repr(key), cache=None, cached=key in healthy, startup_s=start, trial_s=rec.seconds)
         )
         if start is not None:
             healthy.add(key)

@@ -12,7 +12,9 @@ import pytest
 
 from tests.conftest import CPU_GMU
 from tuner.errors import ServerStartError
-from tuner.server.process import VllmServer, free_port, process_group_members
+from tuner.server.ports import free_port
+from tuner.server.process import VllmServer
+from tuner.server.procs import process_group_members
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(400)]
 

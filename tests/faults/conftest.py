@@ -26,7 +26,7 @@ import pytest
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.server.process import pid_alive, process_cmdline, process_group_members
+from tuner.server.procs import pid_alive, process_cmdline, process_group_members
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = ROOT / "tests" / "fakes" / "fake_vllm.py"

@@ -24,7 +24,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.faults.conftest import FakeStudy, assert_study_whole, by_state, start_tuner, tuner_env
-from tuner.server.process import free_port
+from tuner.server.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

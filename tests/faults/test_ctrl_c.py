@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def server_gone(fs: FakeStudy, index: int) -> bool:
-    from tuner.server.process import pid_alive, process_group_members
+    from tuner.server.procs import pid_alive, process_group_members
 
     launched = fs.wait_event(None, event="launched", index=index)
     engine = fs.wait_event(None, event="engine", index=index)["engine_pid"]

@@ -25,7 +25,7 @@ from tests.conftest import CPU_GMU
 from tests.faults.conftest import FakeStudy, assert_study_whole, write_study
 from tuner.config.spec import load_spec
 from tuner.search.loop import run_study
-from tuner.server.process import process_cmdline, process_group_members, read_pidfiles
+from tuner.server.procs import process_cmdline, process_group_members, read_pidfiles
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

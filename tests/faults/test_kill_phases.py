@@ -8,8 +8,8 @@ new trial is in one phase, and the next process resumes:
 * warm-up — the first warm-up request never answers: kill once it arrived;
 * load — the first measured request (after the 2 warm-up requests) never answers: kill once it arrived;
 * stopping — the fake takes 60 s to shut down after SIGTERM: kill once it got SIGTERM;
-* saving — tuner's own test hook (TUNER_TEST_PAUSE_AT=saving:N) sleeps after the first result attribute
-  of trial N was written: kill then.
+* saving — a driver (tests/fakes/pause_at_saving.py: the run path with a reporter injected) sleeps once
+  the loop reports the first result attribute of trial N written: kill then.
 
 The fault is switched on for one server start only (FAKE_VLLM_FAULT_ON: the new trial's server; the first
 server of a resumed process re-runs the trial the previous process lost). After each kill the trial is
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.faults.conftest import (
+    ROOT,
     FakeStudy,
     assert_study_whole,
     by_state,
@@ -40,7 +42,7 @@ from tests.faults.conftest import (
     tuner_env,
     wait_until,
 )
-from tuner.server.process import pid_alive
+from tuner.server.procs import pid_alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -58,6 +60,19 @@ def paused(marker: Path, proc: subprocess.Popen[str]) -> bool:
     return marker.exists() or proc.poll() is not None
 
 
+def start_paused_at_saving(command: str, fs: FakeStudy, number: int, marker: Path) -> subprocess.Popen[str]:
+    """The run path in its own process, stopping while trial ``number``'s result is half stored."""
+    driver = ROOT / "tests" / "fakes" / "pause_at_saving.py"
+    return subprocess.Popen(
+        [sys.executable, str(driver), command, str(fs.path), str(number), str(marker)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=tuner_env(),
+        cwd=ROOT,
+    )
+
+
 def launched(fs: FakeStudy) -> int:
     return sum(e["event"] == "launched" for e in fs.events())
 
@@ -73,15 +88,13 @@ def test_kill_9_in_each_phase_then_resume(fake_study: Callable[..., FakeStudy], 
         # the faulty server: the first new trial's (cycle 0: after trial 0; later: after the re-run)
         index = launched(fs) + 2
         number = 2 * cycle + 1  # trial numbers: 0, 1 | 2 (re-run of 1), 3 | 4 (re-run of 3), 5 | ...
-        env = tuner_env(FAKE_VLLM_FAULT_ON=str(index), TUNER_TEST_PAUSE_FILE=str(marker), **knobs)
         if phase == "saving":
-            env["TUNER_TEST_PAUSE_AT"] = f"saving:{number}"
-        proc = start_tuner(command, str(fs.path), env=env)
-        if phase == "saving":
+            proc = start_paused_at_saving(command, fs, number, marker)
             fs.wait_event(proc, event="exit", index=index)  # the trial's server is gone ...
             assert wait_until(functools.partial(paused, marker, proc), 60)
             assert marker.read_text() == "saving", proc.communicate()  # ... and tuner is storing its result
         else:
+            proc = start_tuner(command, str(fs.path), env=tuner_env(FAKE_VLLM_FAULT_ON=str(index), **knobs))
             fs.wait_event(proc, index=index, **proof)
         if cycle:
             # the resumed process swept what the previous one left before it started a server

@@ -16,7 +16,7 @@ import pytest
 from tests.faults.conftest import FakeStudy
 from tuner.config.spec import load_spec
 from tuner.measure.trial import run_trial
-from tuner.server.process import free_port
+from tuner.server.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

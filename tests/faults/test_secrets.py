@@ -18,7 +18,8 @@ import pytest
 
 from tests.faults.conftest import FakeStudy
 from tuner.cli.main import main
-from tuner.config.redact import MASK, Redactor, is_secret_env, is_secret_flag
+from tuner.config.redact import MASK, Redactor, is_secret_env, is_secret_flag, secret_flag_env
+from tuner.server.env import api_key, auth_headers
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -104,6 +105,16 @@ def test_redactor_rules() -> None:
     ]  # fmt: skip
     assert r.obj({"a": [f"say {KEY}!", 1, None], KEY: "abc"}) == {"a": [f"say {MASK}!", 1, None], MASK: "abc"}
     assert r.text("postgresql://tuner:pw1234@db:5432/x") == f"postgresql://tuner:{MASK}@db:5432/x"
+
+
+def test_the_api_key_comes_from_the_flag_then_the_servers_environment() -> None:
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    assert auth_headers({"api-key": KEY}, {"VLLM_API_KEY": "other-key"}, {}) == bearer
+    assert auth_headers({}, {"VLLM_API_KEY": KEY}, {"VLLM_API_KEY": "other-key"}) == bearer
+    assert auth_headers({}, {}, {"VLLM_API_KEY": KEY}) == bearer
+    assert auth_headers({"api-key": None}, {}, {}) == {} and api_key({}, {"VLLM_API_KEY": ""}, {}) is None
+    # the redactor knows the same flag and variable
+    assert secret_flag_env({"api-key": KEY}) == {"VLLM_API_KEY": KEY} and is_secret_env("VLLM_API_KEY")
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ import pytest
 
 from tests.faults.conftest import FakeStudy, assert_study_whole
 from tuner.config.spec import load_spec
-from tuner.progress import NullReporter
+from tuner.progress import FinishedTrial, NullReporter
 from tuner.search.loop import run_study
-from tuner.server.process import pid_alive, process_group_members
+from tuner.server.procs import pid_alive, process_group_members
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -24,7 +24,7 @@ class GroupWatch(NullReporter):
         self.fs = fs
         self.left: dict[int, list[int]] = {}
 
-    def trial_finished(self, number: int, status: str, headline: str) -> None:
+    def trial_finished(self, number: int, status: str, finished: FinishedTrial) -> None:
         groups = self.fs.groups()
         left = {p for g in groups for p in process_group_members(g)}
         left |= {p for p in self.fs.server_processes() if pid_alive(p)}

@@ -1,4 +1,4 @@
-"""run_load against the fake SSE server: counts, durations, warm-up, concurrency, rates, failures, stop."""
+"""offer_load against the fake SSE server: counts, durations, warm-up, concurrency, rates, failures, stop."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.fakes.sse_server import FakeConfig, serve_fake
 from tuner.load.client import Target
 from tuner.load.prompts import Prompt
 from tuner.load.records import RequestRecord
-from tuner.load.runner import LoadPlan, run_load
+from tuner.load.runner import LoadPlan, offer_load
 from tuner.measure.metrics import summarize
 
 PROMPTS = [Prompt(text=f"prompt number {i}", messages=None, n_tokens=4) for i in range(64)]
@@ -33,7 +33,7 @@ async def test_count_warmup_and_concurrency() -> None:
     obs = Observer()
     plan = LoadPlan(output_tokens=6, concurrency=4, requests=20, warmup_requests=3)
     async with serve_fake(FakeConfig(token_delay_s=0.002)) as srv:
-        records = await run_load(Target(srv.url, MODEL), PROMPTS, plan, observer=obs)
+        records = await offer_load(Target(srv.url, MODEL), PROMPTS, plan, observer=obs)
         stats = srv.stats
     assert len(records) == 23 and stats.requests == 23
     assert [r.warmup for r in records] == [True] * 3 + [False] * 20
@@ -52,7 +52,7 @@ async def test_count_warmup_and_concurrency() -> None:
 async def test_prompts_are_reused_round_robin() -> None:
     plan = LoadPlan(output_tokens=2, concurrency=1, requests=5)
     async with serve_fake() as srv:
-        await run_load(Target(srv.url, MODEL), PROMPTS[:2], plan)
+        await offer_load(Target(srv.url, MODEL), PROMPTS[:2], plan)
         assert [b["prompt"] for b in srv.stats.bodies] == [PROMPTS[i % 2].text for i in range(5)]
 
 
@@ -60,7 +60,7 @@ async def test_duration_closed_loop() -> None:
     plan = LoadPlan(output_tokens=5, concurrency=3, duration_s=0.4)
     async with serve_fake(FakeConfig(token_delay_s=0.01)) as srv:
         t0 = time.perf_counter()
-        records = await run_load(Target(srv.url, MODEL), PROMPTS, plan)
+        records = await offer_load(Target(srv.url, MODEL), PROMPTS, plan)
         wall = time.perf_counter() - t0
     sends = [r.send_time for r in records]
     assert max(sends) - min(sends) < 0.4  # nothing is sent after the duration ...
@@ -73,7 +73,7 @@ async def test_poisson_rate_open_loop() -> None:
     rate, n = 200.0, 120
     plan = LoadPlan(output_tokens=2, request_rate=rate, requests=n, seed=3)
     async with serve_fake() as srv:
-        records = await run_load(Target(srv.url, MODEL), PROMPTS, plan)
+        records = await offer_load(Target(srv.url, MODEL), PROMPTS, plan)
     sends = np.sort([r.send_time for r in records])
     assert len(records) == n and all(r.ok for r in records)
     achieved = (n - 1) / (sends[-1] - sends[0])
@@ -84,7 +84,7 @@ async def test_poisson_rate_open_loop() -> None:
 async def test_rate_with_concurrency_cap() -> None:
     plan = LoadPlan(output_tokens=4, request_rate=1000.0, concurrency=3, requests=15)
     async with serve_fake(FakeConfig(token_delay_s=0.01)) as srv:
-        records = await run_load(Target(srv.url, MODEL), PROMPTS, plan)
+        records = await offer_load(Target(srv.url, MODEL), PROMPTS, plan)
         assert srv.stats.max_in_flight == 3
     assert len(records) == 15 and all(r.ok for r in records)
 
@@ -92,7 +92,7 @@ async def test_rate_with_concurrency_cap() -> None:
 async def test_rate_with_duration() -> None:
     plan = LoadPlan(output_tokens=2, request_rate=100.0, duration_s=0.3, warmup_requests=2)
     async with serve_fake() as srv:
-        records = await run_load(Target(srv.url, MODEL), PROMPTS, plan)
+        records = await offer_load(Target(srv.url, MODEL), PROMPTS, plan)
         assert srv.stats.max_in_flight >= 1
     measured = [r for r in records if not r.warmup]
     assert [r.warmup for r in records[:2]] == [True, True]
@@ -104,7 +104,7 @@ async def test_failures_are_records() -> None:
     cfg = FakeConfig(fail_fraction=0.3, drop_fraction=0.3, token_delay_s=0.001, seed=1)
     plan = LoadPlan(output_tokens=8, concurrency=4, requests=40)
     async with serve_fake(cfg) as srv:
-        records = await run_load(Target(srv.url, MODEL), PROMPTS, plan)
+        records = await offer_load(Target(srv.url, MODEL), PROMPTS, plan)
         stats = srv.stats
     http500 = [r for r in records if r.error and r.error.startswith("HTTP 500")]
     broken = [r for r in records if r.error and not r.error.startswith("HTTP 500")]
@@ -118,7 +118,7 @@ async def test_failures_are_records() -> None:
 async def test_timeouts_are_records() -> None:
     plan = LoadPlan(output_tokens=50, concurrency=2, requests=2, request_timeout_s=0.15)
     async with serve_fake(FakeConfig(token_delay_s=0.05)) as srv:
-        records = await run_load(Target(srv.url, MODEL), PROMPTS, plan)
+        records = await offer_load(Target(srv.url, MODEL), PROMPTS, plan)
     assert [r.error for r in records] == ["timeout after 0.15 s"] * 2
 
 
@@ -129,7 +129,7 @@ async def test_stop_cancels_in_flight() -> None:
         loop = asyncio.get_running_loop()
         loop.call_later(0.2, stop.set)
         t0 = time.perf_counter()
-        records = await run_load(Target(srv.url, MODEL), PROMPTS, plan, stop=stop)
+        records = await offer_load(Target(srv.url, MODEL), PROMPTS, plan, stop=stop)
         assert time.perf_counter() - t0 < 2.0
         for _ in range(100):  # the server notices the disconnects
             if srv.stats.in_flight == 0:
@@ -145,16 +145,16 @@ async def test_stop_already_set() -> None:
     stop = asyncio.Event()
     stop.set()
     async with serve_fake() as srv:
-        records = await run_load(
+        records = await offer_load(
             Target(srv.url, MODEL), PROMPTS, LoadPlan(1, concurrency=2, requests=5), stop=stop
         )
     assert all(r.error == "cancelled" for r in records)
 
 
-async def test_cancelling_run_load_propagates() -> None:
+async def test_cancelling_offer_load_propagates() -> None:
     plan = LoadPlan(output_tokens=1000, concurrency=2, requests=4)
     async with serve_fake(FakeConfig(token_delay_s=0.01)) as srv:
-        task = asyncio.create_task(run_load(Target(srv.url, MODEL), PROMPTS, plan))
+        task = asyncio.create_task(offer_load(Target(srv.url, MODEL), PROMPTS, plan))
         await asyncio.sleep(0.1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -167,7 +167,7 @@ async def test_chat_api_and_caller_session() -> None:
     ]
     plan = LoadPlan(output_tokens=3, concurrency=2, requests=4)
     async with serve_fake() as srv, aiohttp.ClientSession() as session:
-        records = await run_load(Target(srv.url, MODEL, api="chat"), prompts, plan, session=session)
+        records = await offer_load(Target(srv.url, MODEL, api="chat"), prompts, plan, session=session)
         assert not session.closed  # a session the caller passed stays open
         assert all("messages" in b for b in srv.stats.bodies)
     assert all(r.ok and r.output_tokens == 3 for r in records)
@@ -190,7 +190,7 @@ def test_plan_validation() -> None:
 
 async def test_no_prompts() -> None:
     with pytest.raises(ValueError):
-        await run_load(Target("http://127.0.0.1:1", MODEL), [], LoadPlan(1, concurrency=1, requests=1))
+        await offer_load(Target("http://127.0.0.1:1", MODEL), [], LoadPlan(1, concurrency=1, requests=1))
 
 
 async def test_observer_errors_propagate() -> None:
@@ -200,6 +200,6 @@ async def test_observer_errors_propagate() -> None:
 
     async with serve_fake() as srv:
         with pytest.raises(RuntimeError, match="progress bar bug"):
-            await run_load(
+            await offer_load(
                 Target(srv.url, MODEL), PROMPTS, LoadPlan(2, concurrency=2, requests=4), observer=Broken()
             )

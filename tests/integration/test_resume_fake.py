@@ -18,11 +18,15 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tuner.config.spec import StudySpec, default_storage, load_spec
+from tuner.config.paths import default_storage
+from tuner.config.spec import StudySpec, load_spec
 from tuner.measure.metrics import Summary
 from tuner.measure.result import TrialResult
 from tuner.progress import Reporter
-from tuner.search.loop import repair_orphans, run_study, this_worker, trial_is_orphan
+from tuner.search.loop import run_study
+from tuner.search.storage import open_storage
+from tuner.search.study import StudyHandle
+from tuner.search.workers import repair_orphans, this_worker, trial_is_orphan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +37,7 @@ sys.path.insert(0, {root!r})
 from tuner.errors import TunerError
 from tuner.measure.metrics import Summary
 from tuner.config.spec import load_spec
-from tuner.search.loop import repair_orphans, run_study, this_worker, trial_is_orphan
+from tuner.search.loop import run_study
 from tuner.measure.result import TrialResult
 
 study_file, mode, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -225,14 +229,15 @@ def test_two_workers_share_one_sqlite_file(tmp_path: Path) -> None:
     assert os.path.getsize(tmp_path / "resume.db") > 0
 
 
-def _orphan_candidate(spec: StudySpec, worker: dict[str, Any], heartbeat_at: float) -> optuna.Study:
-    study = optuna.load_study(study_name=spec.name, storage=default_storage(spec))
+def _orphan_candidate(spec: StudySpec, worker: dict[str, Any], heartbeat_at: float) -> StudyHandle:
+    storage = open_storage(default_storage(spec))
+    study = optuna.load_study(study_name=spec.name, storage=storage)
     trial = study.ask()
     trial.suggest_float("gpu-memory-utilization", 0.1, 0.5)
     trial.suggest_int("max-num-seqs", 2, 64)
     trial.set_user_attr("worker", worker)
     trial.set_user_attr("heartbeat_at", heartbeat_at)
-    return study
+    return StudyHandle.load(study, storage)
 
 
 def test_liveness_rules(tmp_path: Path) -> None:
@@ -249,12 +254,12 @@ def test_liveness_rules(tmp_path: Path) -> None:
         "this process, no loop runs it": (me.to_dict(), now, True),
     }
     for name, (worker, beat, orphan) in cases.items():
-        study = _orphan_candidate(spec, worker, beat)
-        running = study.get_trials(states=(TrialState.RUNNING,))[-1]
+        handle = _orphan_candidate(spec, worker, beat)
+        running = handle.study.get_trials(states=(TrialState.RUNNING,))[-1]
         assert trial_is_orphan(running, now=now, grace_s=600, me=me) is orphan, name
-        repaired = repair_orphans(study, spec, grace_s=600, me=me)
+        repaired = repair_orphans(handle, spec, grace_s=600, me=me)
         assert repaired == ([running.number] if orphan else []), name
         if not orphan:
-            study.tell(running.number, state=TrialState.FAIL)
+            handle.study.tell(running.number, state=TrialState.FAIL)
     requeued = [t for t in trials_of(spec) if "requeued_from" in t.user_attrs]
     assert len(requeued) == sum(orphan for _w, _b, orphan in cases.values())

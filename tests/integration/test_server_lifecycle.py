@@ -20,18 +20,9 @@ from typing import Any
 import pytest
 
 from tuner.errors import ServerCrashed, ServerStartError
-from tuner.server.process import (
-    VllmServer,
-    free_port,
-    http_status,
-    pid_alive,
-    port_accepts,
-    process_group_members,
-    read_pidfiles,
-    start_server_with_retry,
-    stop_leftover_servers,
-    wait_gpu_memory_released,
-)
+from tuner.server.ports import free_port, http_status, port_accepts
+from tuner.server.process import VllmServer, start_server_with_retry, wait_gpu_memory_released
+from tuner.server.procs import pid_alive, process_group_members, read_pidfiles, stop_leftover_servers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -219,6 +210,18 @@ def test_death_under_load_raises_server_crashed(tmp_path: Path) -> None:
     assert info.value.log_tail and info.value.log_path
 
 
+def test_a_running_server_that_stops_answering_health_is_crashed(tmp_path: Path) -> None:
+    # vLLM's API process answers /health 503 for a moment after its engine died: check_alive gives it
+    # exit_grace_s to exit, then stops it; either way it is dead
+    with make(tmp_path, exit_grace_s=0.2) as server:
+        server.check_alive()
+        server.health_path = "/gone"  # from now on the server does not answer /health 200
+        with pytest.raises(ServerCrashed) as info:
+            server.check_alive()
+        assert not server.alive()
+    assert info.value.failure == "crashed" and "server exited with status" in str(info.value)
+
+
 def test_env_is_merged_over_os_environ(tmp_path: Path) -> None:
     port = free_port()
     probe = tmp_path / "env.json"
@@ -310,7 +313,8 @@ def test_sweep_does_not_kill_a_recycled_pid(tmp_path: Path, leftovers: list[int]
 OWNER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from tuner.server.process import VllmServer, free_port
+from tuner.server.ports import free_port
+from tuner.server.process import VllmServer
 port = free_port()
 s = VllmServer([sys.executable, {standin!r}, "--port", str(port), "--spawn-child"], port=port,
                log_path={log!r}, runtime_dir={run!r}, gpu_probe=None, poll_interval_s=0.05)

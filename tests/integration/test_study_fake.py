@@ -16,7 +16,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from tuner.config.spec import StudySpec, default_storage, load_spec
+from tuner.config.argv import trial_flags
+from tuner.config.paths import default_storage
+from tuner.config.space import prelaunch_violation
+from tuner.config.spec import StudySpec, load_spec
 from tuner.errors import Interrupted, UsageError
 from tuner.measure.metrics import Summary
 from tuner.measure.result import TrialResult
@@ -67,7 +70,9 @@ def synthetic(params: Mapping[str, Any]) -> TrialResult:
 
 
 class Fake:
-    """A trial function that records its calls; ``behaviour(call_index, params)`` may override the result."""
+    """A trial function that records the configurations it would launch; ``behaviour(call_index, params)``
+    may override the result. Like :func:`tuner.measure.trial.run_trial` it refuses a configuration broken by
+    a pre-launch rule (``infeasible``, no launch, not recorded)."""
 
     def __init__(
         self, behaviour: Callable[[int, Mapping[str, Any]], TrialResult | None] | None = None
@@ -84,6 +89,10 @@ class Fake:
         runtime_dir: Path,
         reporter: Reporter,
     ) -> TrialResult:
+        flags, _model = trial_flags(spec, params)
+        reason = prelaunch_violation(flags)
+        if reason is not None:
+            return TrialResult(status="infeasible", message=reason, flags=dict(flags))
         self.calls.append(dict(params))
         if self.behaviour is not None:
             out = self.behaviour(len(self.calls) - 1, params)
@@ -394,7 +403,7 @@ def test_a_disabled_compile_cache_caches_nothing(tmp_path: Path, monkeypatch: py
 def test_the_sampler_gets_the_learnt_cost_unless_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    import tuner.search.loop
+    import tuner.search.trial_cost
     from tuner.search.restart_cost import RestartCost
     from tuner.search.samplers import set_trial_cost as real
 
@@ -404,7 +413,7 @@ def test_the_sampler_gets_the_learnt_cost_unless_off(
         calls.append((cost, how))
         return real(sampler, cost, how)
 
-    monkeypatch.setattr(tuner.search.loop, "set_trial_cost", spy)
+    monkeypatch.setattr(tuner.search.trial_cost, "set_trial_cost", spy)
     search = {"gpu-memory-utilization": {"low": 0.1, "high": 0.5}, "max-num-seqs": {"choices": [16, 32]}}
     spec = write_spec(tmp_path, search=search, n_trials=6, compile_key_reuse=mode)
     run_study(spec, trial_fn=Fake(healthy_fake))

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tuner.cli.main import main, parse_duration
+from tuner.cli.main import main
+from tuner.cli.run import parse_duration
 from tuner.config.spec import load_spec
 from tuner.errors import UsageError
 from tuner.measure.result import TrialResult

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tuner.cli.main import _starts_line, main
+from tuner.cli.main import main
 from tuner.config.spec import load_spec
 from tuner.measure.metrics import Summary
 from tuner.measure.result import TrialResult
+from tuner.report.status import describe_starts
 from tuner.search.loop import run_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,4 +150,4 @@ def test_status_of_the_h200_studies(tmp_path: Path, capsys: pytest.CaptureFixtur
     ],
 )
 def test_starts_line(starts: dict[str, Any] | None, line: str | None) -> None:
-    assert _starts_line(starts) == line
+    assert describe_starts(starts) == line

@@ -1,5 +1,6 @@
 """tuner.search.restart_cost: the compile key of a flag set, which cache a server uses, the restart cost learnt
-from a study's launches, and the start summary of ``tuner status``. Every cache folder is under tmp_path."""
+from a study's launches; and the start summary of ``tuner status`` (tuner.report.status). Every cache folder
+is under tmp_path."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tuner.report.status import StartSummary, summarize_starts
 from tuner.search.restart_cost import (
     MARKER,
     NEUTRAL_FLAGS,
@@ -20,12 +22,9 @@ from tuner.search.restart_cost import (
     PRIOR_START_S,
     Launch,
     RestartCost,
-    StartSummary,
     cache_folder,
     cache_identity,
     compile_key,
-    launch_of,
-    summarize_starts,
 )
 
 MODEL = "/models/llama"
@@ -273,47 +272,6 @@ def test_compiled_params_exclude_neutral_flags_and_the_baseline() -> None:
     cost = RestartCost.learn(seen, cache="host:A", key_of=key_of)
     assert cost.compiled == {key_of({}), key_of(P1)}
     assert cost.compiled_params == ({"max-num-seqs": 64, "block-size": 16},)
-
-
-# -------------------------------------------------------------------------------------------- launch_of
-
-
-def test_launch_of_reads_the_trial_record() -> None:
-    attrs = {
-        "compile_key": {"key": "abc", "cache": "host:A", "cached": True},
-        "result": {"status": "ok", "startup_s": 61},
-        "is_baseline": False,
-    }
-    got = launch_of(attrs, 120.0, {"max-num-seqs": 64})
-    assert got == Launch(
-        key="abc", cache="host:A", cached=True, startup_s=61.0, trial_s=120.0, params={"max-num-seqs": 64}
-    )
-    assert isinstance(got.startup_s, float)
-
-
-@pytest.mark.parametrize(
-    ("attrs", "expect"),
-    [
-        ({}, None),
-        ({"compile_key": "abc"}, None),
-        ({"compile_key": {"cache": "host:A"}}, None),
-        ({"compile_key": {"key": 5}}, None),
-        (
-            {"compile_key": {"key": "k"}, "result": {"status": "crashed"}},
-            Launch("k", None, False, None, 9.0, {"p": 1}),
-        ),
-        (
-            {"compile_key": {"key": "k", "cache": 3, "cached": 1}, "result": {"startup_s": "soon"}},
-            Launch("k", None, True, None, 9.0, {"p": 1}),
-        ),
-        (
-            {"compile_key": {"key": "k", "cache": "c"}, "result": "not a dict", "is_baseline": True},
-            Launch("k", "c", False, None, 9.0, None),
-        ),
-    ],
-)
-def test_launch_of_table(attrs: dict[str, Any], expect: Launch | None) -> None:
-    assert launch_of(attrs, 9.0, {"p": 1}) == expect
 
 
 # ------------------------------------------------------------------------------------- summarize_starts

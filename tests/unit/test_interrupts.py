@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from tuner.load.cancel import cancel_running_load, run_load
+from tuner.load.cancel import cancel_running_load, run_cancellable
 
 
 def test_no_load_running_means_nothing_to_cancel() -> None:
@@ -21,7 +21,7 @@ def test_a_finished_load_returns_its_value() -> None:
         await asyncio.sleep(0)
         return 7
 
-    assert run_load(work()) == 7
+    assert run_cancellable(work()) == 7
     assert cancel_running_load() is False
 
 
@@ -36,7 +36,7 @@ def test_cancel_unwinds_the_load_then_raises_keyboard_interrupt() -> None:
 
     threading.Timer(0.1, cancel_running_load).start()
     with pytest.raises(KeyboardInterrupt):
-        run_load(hung())
+        run_cancellable(hung())
     assert cleaned == ["finally"]
     assert cancel_running_load() is False
 
@@ -51,7 +51,7 @@ def test_a_load_that_swallows_the_cancellation_still_ends_interrupted() -> None:
 
     threading.Timer(0.1, cancel_running_load).start()
     with pytest.raises(KeyboardInterrupt):
-        run_load(stubborn())
+        run_cancellable(stubborn())
 
 
 def test_from_a_real_sigint_handler() -> None:
@@ -69,7 +69,7 @@ def test_from_a_real_sigint_handler() -> None:
             await asyncio.sleep(3600)
 
         with pytest.raises(KeyboardInterrupt):
-            run_load(hung())
+            run_cancellable(hung())
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -82,4 +82,4 @@ def test_with_uvloop_when_installed() -> None:
 
     threading.Timer(0.1, cancel_running_load).start()
     with pytest.raises(KeyboardInterrupt):
-        run_load(hung(), loop_factory=uvloop.new_event_loop)
+        run_cancellable(hung(), loop_factory=uvloop.new_event_loop)

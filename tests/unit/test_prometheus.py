@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,13 +10,9 @@ import pytest
 from tuner.measure.telemetry.prometheus import (
     Histogram,
     PrometheusParseError,
-    VllmMetrics,
     counter_delta,
-    diff,
     histogram_delta,
     parse,
-    scrape,
-    values_by_name,
     vllm_metrics,
 )
 
@@ -81,28 +74,6 @@ def test_quantile_in_inf_bucket_is_largest_finite_bound() -> None:
     assert h.quantile(0.99) == 1.0
 
 
-def test_diff_gives_a_runs_delta(real_text: str) -> None:
-    after = vllm_metrics(real_text)
-    before_text = real_text.replace(
-        'vllm:generation_tokens_total{engine="0",model_name="models/tiny"} 80.0',
-        'vllm:generation_tokens_total{engine="0",model_name="models/tiny"} 32.0',
-    ).replace(
-        'vllm:time_to_first_token_seconds_count{engine="0",model_name="models/tiny"} 5.0',
-        'vllm:time_to_first_token_seconds_count{engine="0",model_name="models/tiny"} 2.0',
-    )
-    before_text = before_text.replace(
-        'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.01",model_name="models/tiny"} 4.0',
-        'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.01",model_name="models/tiny"} 2.0',
-    )
-    before = vllm_metrics(before_text)
-    d = diff(before, after)
-    assert d.generation_tokens == 48.0
-    assert d.prompt_tokens == 0.0  # unchanged counter
-    assert d.ttft is not None and d.ttft.count == 3.0 and d.ttft.sum == 0.0
-    assert dict(d.ttft.buckets)[0.01] == 2.0
-    assert d.kv_cache_usage == after.kv_cache_usage and d.cache_config == after.cache_config
-
-
 def test_name_level_helpers(real_text: str) -> None:
     before = real_text.replace(
         'vllm:generation_tokens_total{engine="0",model_name="models/tiny"} 80.0',
@@ -116,17 +87,6 @@ def test_name_level_helpers(real_text: str) -> None:
         (0.1809225810000612, 75.0)
     )
     assert histogram_delta(before, real_text, "vllm:nope") is None
-    values = values_by_name(real_text)
-    assert values["vllm:request_success_total"] == [0.0, 5.0, 0.0, 0.0, 0.0]
-
-
-def test_diff_handles_reset_and_absent() -> None:
-    before = VllmMetrics(generation_tokens=1000.0, ttft=Histogram(10.0, 100.0), preemptions=None)
-    after = VllmMetrics(generation_tokens=40.0, ttft=Histogram(1.0, 4.0), preemptions=3.0, prompt_tokens=None)
-    d = diff(before, after)
-    assert d.generation_tokens == 40.0  # the server restarted: the counter reset
-    assert d.ttft == Histogram(1.0, 4.0)
-    assert d.preemptions == 3.0 and d.prompt_tokens is None
 
 
 MULTI = """\
@@ -189,34 +149,3 @@ def test_malformed_lines(bad: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- scrape
-
-
-@pytest.fixture
-def metrics_server(real_text: str) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = real_text.encode() if self.path == "/metrics" else b"no"
-            self.send_response(200 if self.path == "/metrics" else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_scrape(metrics_server: str, real_text: str) -> None:
-    assert scrape(metrics_server) == real_text
-    assert scrape(metrics_server + "/metrics") == real_text
-    with pytest.raises(OSError):
-        scrape(metrics_server + "/nope")

@@ -6,7 +6,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from tuner.config.space import distributions, prelaunch_violation, suggest
+from tuner.config.space import distributions, parse_sets, prelaunch_violation, suggest
 from tuner.config.spec import StudySpec, spec_from_dict
 from tuner.errors import UsageError
 
@@ -102,3 +102,47 @@ def test_prelaunch_rules(flags: dict[str, object], expected: str | None) -> None
         assert reason is None
     else:
         assert reason is not None and expected in reason
+
+
+SET_SPACE = {
+    "max-num-seqs": {"low": 2, "high": 64},
+    "gpu-memory-utilization": {"low": 0.1, "high": 0.5},
+    "block-size": {"choices": [16, 32]},
+    "quantization": {"choices": [None, "fp8"]},
+}
+
+
+def test_sets_take_the_values_the_space_stores() -> None:
+    sets = [
+        "max-num-seqs=8.0",
+        "gpu-memory-utilization=0.3",
+        "--block-size=32",
+        "quantization=",
+        "dtype=half",
+    ]
+    assert parse_sets(make(SET_SPACE), sets) == {
+        "max-num-seqs": 8,
+        "gpu-memory-utilization": 0.3,
+        "block-size": 32,
+        "quantization": "none",
+        "dtype": "half",  # not searched: passed as given
+    }
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ("noequals", "flag=value"),
+        ("host=0.0.0.0", "not a flag tuner may set"),
+        ("Bad_Flag=1", "not a flag tuner may set"),
+        ("max-num-seqs=[1, 2]", "single number"),
+        ("max-num-seqs=fast", "needs a number"),
+        ("max-num-seqs=2.5", "needs an integer"),
+        ("max-num-seqs=1000", "[2, 64]"),
+        ("block-size=48", "one of [16, 32]"),
+    ],
+)
+def test_bad_sets_are_usage_errors(item: str, reason: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse_sets(make(SET_SPACE), [item])
+    assert str(e.value).startswith(f"--set {item!r}: ") and reason in str(e.value)

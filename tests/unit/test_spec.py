@@ -9,15 +9,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuner.config.spec import (
-    Choices,
-    FloatRange,
-    IntRange,
-    default_storage,
-    load_spec,
-    resolve_model,
-    spec_from_dict,
-)
+from tuner.config.paths import default_storage, resolve_model
+from tuner.config.spec import Choices, FloatRange, IntRange, load_spec, spec_from_dict
 from tuner.errors import SpecError
 
 GOOD = {

@@ -1,9 +1,10 @@
 """The one place that writes for a person: :class:`Console`.
 
 Contract: results (tables, JSON, exported commands) go to ``out`` (stdout); notes, warnings and errors go to
-``err`` (stderr), each on one line: ``tuner: warning: ...``, ``tuner: error: ...``. :meth:`Console.abort`
-prints the error line and raises ``SystemExit(code)``; it never shows a traceback. With ``json_mode`` the
-notes are suppressed so that stdout stays one parseable JSON document.
+``err`` (stderr), each on one line: ``tuner: warning: ...``, ``tuner: error: ...``. :meth:`Console.abort` is
+the one way a command fails with a message: it prints the error line and raises ``SystemExit(code)`` (the
+exit statuses of :mod:`tuner.errors`); it never shows a traceback. With ``json_mode`` (a command sets it for
+``--json`` output) the notes are suppressed so that stdout stays one parseable JSON document.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import IO, Any, NoReturn
 
 from rich.console import Console as RichConsole
 from rich.console import RenderableType
+
+from tuner.errors import EXIT_FAILURE
 
 PROG = "tuner"
 
@@ -62,7 +65,7 @@ class Console:
         console = RichConsole(file=self.out, soft_wrap=False, width=None if self.out.isatty() else 200)
         console.print(renderable)
 
-    def abort(self, message: str, code: int = 1) -> NoReturn:
+    def abort(self, message: str, code: int = EXIT_FAILURE) -> NoReturn:
         """Print ``tuner: error: <message>`` (one line) and exit with ``code``."""
         self.error(message)
         raise SystemExit(code)

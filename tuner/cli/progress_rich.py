@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from tuner.progress import FinishedTrial
+
 
 class _Line:
     """The live line; rendered on every refresh so the elapsed time moves."""
@@ -79,13 +81,28 @@ class RichReporter:
     def phase(self, name: str, detail: str = "") -> None:
         self._line.phase, self._line.detail = name, detail
 
-    def trial_finished(self, number: int, status: str, headline: str) -> None:
+    def trial_finished(self, number: int, status: str, finished: FinishedTrial) -> None:
+        from tuner.report.pareto import best_so_far  # optuna: only once a study runs
+
         elapsed = int(time.monotonic() - self._line.started)
+        best = best_so_far(finished.study, finished.metric_names)
+        head = headline(status, finished)
         style = "green" if status == "ok" else "yellow"
-        self._console.print(Text(f"trial {number} {status} in {elapsed}s: {headline}", style=style))
-        if "best so far: " in headline:
-            self._line.best = headline.split("best so far: ", 1)[1]
+        shown = f"{head} · best so far: {best}" if best else head
+        self._console.print(Text(f"trial {number} {status} in {elapsed}s: {shown}", style=style))
+        if best:
+            self._line.best = best
         self._line.phase = "between trials"
 
     def message(self, text: str) -> None:
         self._console.print(Text(text))
+
+
+def headline(status: str, finished: FinishedTrial) -> str:
+    """A finished trial in words: its message when it failed, else its values and whether it met the SLOs."""
+    from tuner.report.pareto import format_values
+
+    if status != "ok":
+        return finished.message or status
+    verdict = "feasible" if finished.feasible else "SLO broken"
+    return f"{format_values(finished.metric_names, finished.values)} ({verdict})"

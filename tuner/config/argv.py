@@ -18,10 +18,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tuner.config.paths import resolve_model
 from tuner.config.redact import FLAG_ENV, secret_flag_env
-from tuner.config.spec import Checkpoint, Choices, FlagValue, StudySpec, resolve_model
-
-Param = bool | int | float | str | None
+from tuner.config.spec import Checkpoint, Choices, FlagValue, StudySpec
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def model_position(command: Sequence[str]) -> str:
     return "positional" if command and command[-1] == "serve" else "flag"
 
 
-def trial_flags(spec: StudySpec, params: Mapping[str, Param]) -> tuple[dict[str, FlagValue], str]:
+def trial_flags(spec: StudySpec, params: Mapping[str, FlagValue]) -> tuple[dict[str, FlagValue], str]:
     """Merge fixed args and the trial's params; resolve checkpoint choices. Returns (flags, model)."""
     flags: dict[str, FlagValue] = dict(spec.server.args)
     model = resolve_model(spec)
@@ -85,7 +84,7 @@ def trial_flags(spec: StudySpec, params: Mapping[str, Param]) -> tuple[dict[str,
 
 
 def build_plan(
-    spec: StudySpec, params: Mapping[str, Param], port: int, host: str | None = None
+    spec: StudySpec, params: Mapping[str, FlagValue], port: int, host: str | None = None
 ) -> ServerPlan:
     """The argv for one trial: ``command`` + model + host/port + fixed args + params."""
     flags, model = trial_flags(spec, params)

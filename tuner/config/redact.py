@@ -15,7 +15,8 @@ lists (``--api-key VALUE`` and ``--api-key=VALUE`` as well), flag mappings and a
 shorter than :data:`MIN_SECRET_CHARS` are not treated as secrets (``1`` or ``true`` would mask half a log).
 
 tuner also keeps secret flags off the server's command line: :func:`secret_flag_env` moves ``--api-key`` to
-``VLLM_API_KEY`` and ``--hf-token`` to ``HF_TOKEN``, so vLLM never logs them with its arguments.
+``VLLM_API_KEY`` and ``--hf-token`` to ``HF_TOKEN``, so vLLM never logs them with its arguments. The API key's
+flag and variable are :mod:`tuner.server.env`'s, which also says how the key is sent.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tuner.server.env import API_KEY_ENV, API_KEY_FLAG
 
 if TYPE_CHECKING:
     from tuner.config.spec import StudySpec
@@ -38,7 +41,7 @@ SECRET_ENV_NAMES = frozenset(
         "HF_TOKEN",
         "HUGGING_FACE_HUB_TOKEN",
         "HUGGINGFACE_HUB_TOKEN",
-        "VLLM_API_KEY",
+        API_KEY_ENV,
         "OPENAI_API_KEY",
         "PGPASSWORD",
     }
@@ -49,7 +52,7 @@ _SECRET_FLAG_RE = re.compile(r"(^|-)(api-key|token|secret|password|passwd)$")
 _URL_PASSWORD_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)([^@\s]+)(@)", re.IGNORECASE)
 
 #: secret flags tuner passes to the server through its environment instead of argv
-FLAG_ENV = {"api-key": "VLLM_API_KEY", "hf-token": "HF_TOKEN"}
+FLAG_ENV = {API_KEY_FLAG: API_KEY_ENV, "hf-token": "HF_TOKEN"}
 
 
 def is_secret_env(name: str) -> bool:

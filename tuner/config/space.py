@@ -10,17 +10,29 @@ configuration before any server starts. Pure: no I/O.
 * :func:`prelaunch_violation` — the reason an *effective* flag set (fixed ``server.args`` + the trial's
   params, as :func:`tuner.config.argv.trial_flags` merges them) cannot start, for rules vLLM itself enforces when it
   builds its config, or None. A refused trial costs no server start; it is recorded ``infeasible``.
+* :func:`parse_sets` — ``tuner measure --set flag=value`` items as params, each searched flag's value checked
+  against its search entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 
 import optuna
+import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from tuner.config.argv import Param
-from tuner.config.spec import Choices, FlagValue, FloatRange, IntRange, SearchEntry, StudySpec
+from tuner.config.spec import (
+    Choices,
+    FlagValue,
+    FloatRange,
+    IntRange,
+    SearchEntry,
+    StudySpec,
+    choice_label,
+    is_settable_flag,
+)
 from tuner.errors import UsageError
 
 
@@ -41,9 +53,9 @@ def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
     return {name: distribution(name, entry) for name, entry in spec.search.items()}
 
 
-def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, Param]:
+def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, FlagValue]:
     """Suggest every searched flag on ``trial``; returns ``{flag: value or choice label}``."""
-    out: dict[str, Param] = {}
+    out: dict[str, FlagValue] = {}
     for name, entry in spec.search.items():
         if isinstance(entry, FloatRange):
             out[name] = trial.suggest_float(name, entry.low, entry.high, log=entry.log, step=entry.step)
@@ -92,3 +104,51 @@ def _int(value: FlagValue) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return None
+
+
+def parse_sets(spec: StudySpec, sets: Sequence[str]) -> dict[str, FlagValue]:
+    """``["max-num-seqs=64", "block-size=32"]`` -> params. Values are YAML scalars; a searched flag's value
+    must lie in its search entry (a choice by its label). Raises :class:`UsageError` (one line)."""
+    params: dict[str, FlagValue] = {}
+    for item in sets:
+        name, sep, raw = item.partition("=")
+        name = name.strip().removeprefix("--")
+        if not sep or not name:
+            raise UsageError(f"--set {item!r}: write it as flag=value")
+        if not is_settable_flag(name):
+            raise UsageError(f"--set {item!r}: {name!r} is not a flag tuner may set")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise UsageError(f"--set {item!r}: the value is not a YAML scalar") from None
+        if isinstance(value, dict | list) or not (
+            value is None or isinstance(value, bool | int | float | str)
+        ):
+            raise UsageError(f"--set {item!r}: the value must be a single number, word or true/false")
+        entry = spec.search.get(name)
+        if entry is not None:
+            value = _check_against(name, item, value, entry)
+        params[name] = value
+    return params
+
+
+def _check_against(name: str, item: str, value: FlagValue, entry: SearchEntry) -> FlagValue:
+    """``value`` as the search entry of ``name`` holds it (a choice's label, an int for an int range), or
+    :class:`UsageError` when it lies outside the entry."""
+    if isinstance(entry, Choices):
+        wanted = "none" if value is None else value
+        for label in entry.labels():
+            if type(label) is type(wanted) and label == wanted:
+                return label
+            if isinstance(label, float) and type(wanted) is int and label == wanted:
+                return label
+        raise UsageError(f"--set {item!r}: {name} must be one of {[choice_label(c) for c in entry.choices]}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"--set {item!r}: {name} needs a number")
+    if isinstance(entry, IntRange):
+        if isinstance(value, float) and not value.is_integer():
+            raise UsageError(f"--set {item!r}: {name} needs an integer")
+        value = int(value)
+    if not math.isfinite(value) or not entry.low <= value <= entry.high:
+        raise UsageError(f"--set {item!r}: {name} must lie in [{entry.low}, {entry.high}] (its search range)")
+    return float(value) if isinstance(entry, FloatRange) else value

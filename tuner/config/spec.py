@@ -22,7 +22,8 @@ Shape (every key but ``name``, ``model`` and ``workload`` has a default)::
     sampler: tpe
     n_trials: 6
 
-Errors are :class:`tuner.errors.SpecError`: one line naming the file, the key path and the reason.
+Errors are :class:`tuner.errors.SpecError`: one line naming the file, the key path and the reason. Where the
+study's files are (model folders, storage, logs) is :mod:`tuner.config.paths`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuner.errors import SpecError
+from tuner.search.samplers import SAMPLER_NAMES
 
+#: the value of one vLLM flag: in ``server.args``, ``baseline``, a trial's params and ``--set``; ``None`` (or
+#: the choice ``none``) means "leave vLLM's default"
 FlagValue = bool | int | float | str | None
 
 DEFAULT_COMMAND = ["python", "-m", "vllm.entrypoints.openai.api_server"]
@@ -63,8 +67,6 @@ OBJECTIVE_METRICS: dict[str, str] = {
     "e2e_p99": "minimize",
 }
 
-SAMPLERS = ("tpe", "gp", "nsga2", "random", "grid")
-
 #: vLLM flags whose value is a count or a size: must be > 0 (``low`` of a range, every numeric choice,
 #: a fixed value); and flags that may be 0 but never negative
 POSITIVE_FLAGS = frozenset(
@@ -78,6 +80,8 @@ NON_NEGATIVE_FLAGS = frozenset({"swap-space", "cpu-offload-gb", "long-prefill-to
 #: fractions: must lie in (0, 1]
 FRACTION_FLAGS = frozenset({"gpu-memory-utilization"})
 _FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+#: flags tuner passes itself (the served model and where the server listens)
+TUNER_FLAGS = frozenset({"model", "host", "port"})
 
 
 class _Strict(BaseModel):
@@ -274,7 +278,7 @@ class StudySpec(_Strict):
         min_length=1,
         max_length=3,
     )
-    sampler: Literal["tpe", "gp", "nsga2", "random", "grid"] = "tpe"
+    sampler: str = "tpe"  # one of tuner.search.samplers.SAMPLER_NAMES
     n_trials: int = Field(default=20, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
     #: trial 0: ``true`` = vLLM's defaults for every searched flag; a mapping = defaults except these flags
@@ -294,6 +298,14 @@ class StudySpec(_Strict):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
             raise ValueError("name may use letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str) -> str:
+        if v not in SAMPLER_NAMES:
+            quoted = [repr(n) for n in SAMPLER_NAMES]
+            raise ValueError(f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]}")
         return v
 
     @field_validator("search")
@@ -362,12 +374,18 @@ def parse_objective(text: str) -> dict[str, str]:
     return {"direction": parts[0], "metric": parts[1]}
 
 
+def is_settable_flag(name: str) -> bool:
+    """Whether ``name`` (without dashes) may be given a value by a study or ``--set``: a lower-case vLLM flag
+    name that is not one of :data:`TUNER_FLAGS`."""
+    return bool(_FLAG_RE.match(name)) and name not in TUNER_FLAGS
+
+
 def _check_flag_name(name: str) -> None:
     if name.startswith("-"):
         raise ValueError(f"flag {name!r}: write it without leading dashes")
     if not _FLAG_RE.match(name):
         raise ValueError(f"flag {name!r}: vLLM flags are lower-case words joined by '-'")
-    if name in ("model", "port", "host"):
+    if name in TUNER_FLAGS:
         raise ValueError(f"flag {name!r} is set by tuner itself")
 
 
@@ -453,63 +471,3 @@ def load_spec(path: str | os.PathLike[str]) -> StudySpec:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(name, where, f"malformed YAML: {problem}") from None
     return spec_from_dict(data, source=name)
-
-
-def study_dir(spec: StudySpec) -> Path:
-    """The folder relative paths in the study file are resolved against."""
-    return Path(spec.source).resolve().parent if spec.source and spec.source != "<study>" else Path.cwd()
-
-
-def resolve_model(spec: StudySpec, model: str | None = None) -> str:
-    """A local folder is made absolute: looked up beside the study file first, then in the working
-    directory. Anything else (a hub name such as ``meta-llama/Llama-3.1-8B-Instruct``) is unchanged."""
-    m = model or spec.model
-    p = Path(m).expanduser()
-    for base in (study_dir(spec), Path.cwd()):
-        cand = p if p.is_absolute() else base / p
-        if cand.exists():
-            return str(cand.resolve())
-    if m.startswith(("./", "../", "/", "~")):
-        return str((study_dir(spec) / p).resolve())  # a path that does not exist: preflight says so
-    return m
-
-
-def check_models(spec: StudySpec) -> None:
-    """Refuse a model given as a path (``./``, ``../``, ``/``, ``~``) that is not a folder, for the study's
-    model and every checkpoint choice. Raises :class:`SpecError` (one line). Hub names are not checked."""
-    source = spec.source or "<study>"
-    wanted: list[tuple[str, str]] = [("model", spec.model)]
-    for k, entry in spec.search.items():
-        if isinstance(entry, Choices):
-            wanted += [(f"search.{k}", c.model) for c in entry.choices if isinstance(c, Checkpoint)]
-    for key, m in wanted:
-        if not m.startswith(("./", "../", "/", "~")):
-            continue
-        path = Path(resolve_model(spec, m))
-        if not path.exists():
-            where = f"{study_dir(spec)} and {Path.cwd()}" if not Path(m).expanduser().is_absolute() else ""
-            raise SpecError(
-                source, key, f"model folder {m} does not exist" + (f" (looked in {where})" if where else "")
-            )
-        if not path.is_dir():
-            raise SpecError(source, key, f"model {m} is a file; give the model's folder")
-
-
-def default_storage(spec: StudySpec) -> str:
-    """The storage URL: the file's ``storage`` (a relative sqlite path is taken from the working directory,
-    as SQLAlchemy reads it, and made absolute), else ``sqlite:///<study dir>/<name>.db``."""
-    if spec.storage is None:
-        return f"sqlite:///{study_dir(spec) / (spec.name + '.db')}"
-    url = spec.storage
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        rel = url.removeprefix("sqlite:///")
-        if rel and rel != ":memory:":
-            return f"sqlite:///{(Path.cwd() / rel).resolve()}"
-    return url
-
-
-def runs_dir(spec: StudySpec) -> Path:
-    """Where per-trial server logs go."""
-    if spec.results_dir:
-        return (study_dir(spec) / spec.results_dir).resolve()
-    return study_dir(spec) / f"{spec.name}.runs"

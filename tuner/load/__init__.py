@@ -6,7 +6,9 @@ Layers, each behind a small seam so it can be tested alone:
 * ``client``   — one streaming request over an ``aiohttp`` session with an injected clock;
 * ``prompts``  — prompts of an exact token length, built with the served model's own tokenizer;
 * ``arrivals`` — when each request is sent: fixed concurrency or Poisson arrivals;
-* ``runner``   — warm-up, a request count or a duration, cancellation; returns records.
+* ``runner``   — :func:`~tuner.load.runner.offer_load`: warm-up, a request count or a duration,
+  cancellation; returns records;
+* ``cancel``   — :func:`~tuner.load.cancel.run_cancellable`: the load's event loop, which Ctrl-C cancels.
 
 Metrics are computed from records in :mod:`tuner.measure.metrics`, in pure code.
 """

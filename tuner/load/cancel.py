@@ -3,9 +3,9 @@
 A ``KeyboardInterrupt`` raised by a signal handler lands wherever the main thread happens to be; inside an
 event loop's callback (uvloop's in particular) it can be reported and swallowed, leaving the load waiting on
 requests that never finish. So the study loop's SIGINT handler calls :func:`cancel_running_load` first:
-when :func:`run_load` is running a coroutine, its task is cancelled (thread-safely, as ``asyncio.Runner``
-does for its own handler) and :func:`run_load` raises ``KeyboardInterrupt`` once the coroutine has unwound
-(sessions closed, ``finally`` blocks run). Outside :func:`run_load` it returns False and the handler raises
+when :func:`run_cancellable` is running a coroutine, its task is cancelled (thread-safely, as ``asyncio.Runner``
+does for its own handler) and :func:`run_cancellable` raises ``KeyboardInterrupt`` once the coroutine has unwound
+(sessions closed, ``finally`` blocks run). Outside :func:`run_cancellable` it returns False and the handler raises
 ``KeyboardInterrupt`` as usual.
 """
 
@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 
 _R = TypeVar("_R")
 
-#: cancels the coroutine :func:`run_load` is running (None when none runs)
+#: cancels the coroutine :func:`run_cancellable` is running (None when none runs)
 _cancel: Callable[[], None] | None = None
 
 
 def cancel_running_load() -> bool:
-    """Cancel the load :func:`run_load` is running; False when none runs. Safe to call from a signal handler."""
+    """Cancel the load :func:`run_cancellable` is running; False when none runs. Safe to call from a signal handler."""
     cancel = _cancel
     if cancel is None:
         return False
@@ -30,7 +30,7 @@ def cancel_running_load() -> bool:
     return True
 
 
-def run_load(
+def run_cancellable(
     coro: Coroutine[Any, Any, _R], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 ) -> _R:
     """Run ``coro`` to its end on a new event loop; ``KeyboardInterrupt`` when :func:`cancel_running_load`
@@ -68,4 +68,4 @@ def run_load(
     return result
 
 
-__all__ = ["cancel_running_load", "run_load"]
+__all__ = ["cancel_running_load", "run_cancellable"]

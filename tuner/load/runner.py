@@ -1,6 +1,6 @@
 """Run a load plan against a server: warm-up, then a request count or a duration; returns raw records.
 
-Contract of :func:`run_load`:
+Contract of :func:`offer_load`:
 
 * request ``k`` (warm-up requests first, then measured ones) uses ``prompts[k % len(prompts)]``: pass at
   least ``warmup_requests + requests`` prompts so no prompt is sent twice (a repeat would hit the prefix
@@ -15,7 +15,7 @@ Contract of :func:`run_load`:
 * records come back in the order requests were issued, warm-up first. A failed request is a record with
   ``error`` set; nothing here raises for one;
 * ``stop`` set: in-flight requests are cancelled and the records so far are returned, the cancelled ones
-  with ``error == "cancelled"``. Cancelling ``run_load`` itself cancels every request and propagates;
+  with ``error == "cancelled"``. Cancelling ``offer_load`` itself cancels every request and propagates;
 * pacing and durations use the event loop's clock; ``clock`` only stamps records;
 * ``observer.request_done(record, done, total)`` is called as each request finishes, warm-up ones
   included (``record.warmup`` tells); ``done``/``total`` count within the phase (``total`` is ``None`` for
@@ -92,7 +92,7 @@ def new_session() -> aiohttp.ClientSession:
     )
 
 
-async def run_load(
+async def offer_load(
     target: Target,
     prompts: Sequence[Prompt],
     plan: LoadPlan,
@@ -146,7 +146,7 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event | 
 
 
 class _Run:
-    """The state of one :func:`run_load`: issued records and the ones still in flight."""
+    """The state of one :func:`offer_load`: issued records and the ones still in flight."""
 
     def __init__(
         self,

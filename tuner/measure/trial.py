@@ -1,17 +1,25 @@
-"""One trial, end to end: params -> argv -> server -> load -> summary (+ telemetry) -> :class:`TrialResult`.
+"""One trial, one way: params -> argv -> server -> load steps -> summary (+ telemetry) -> :class:`TrialResult`.
+
+Each stage hands the next an immutable value; the :class:`TrialResult` is built once, at the end, by
+:meth:`_Outcome.result`, which is also the one place its secrets are masked.
 
 Contract of :func:`run_trial`:
 
 * it never raises for a configuration that fails: the result's ``status`` says how (``infeasible`` by a
-  rule before launch, ``oom``/``invalid_config``/``startup_timeout`` at start, ``crashed`` when the server
-  died under load, ``load_errors`` when too many requests failed);
+  rule before launch, ``oom`` by the predictive memory check or at start, ``invalid_config`` /
+  ``startup_timeout`` at start, ``crashed`` when the server died under load, ``load_errors`` when too many
+  requests failed);
+* the rules known before launch (:func:`tuner.config.space.prelaunch_violation`, then the memory check)
+  are checked here, and a refused configuration starts no server;
 * the server is always stopped (its whole process group) before it returns or raises;
 * ``KeyboardInterrupt`` propagates after the server is stopped, so the caller can mark the trial interrupted;
-* a server that stops answering ``/health`` after the load (its engine died; vLLM's API process lingers a
-  moment before it exits) is ``crashed``, like one that exited;
-* nothing it returns holds a secret (:mod:`tuner.config.redact`): argv, flags, message and log tail are masked, and
-  so is the server log it keeps. An API key (``server.args.api-key``, or ``VLLM_API_KEY`` in the server's
-  environment) reaches vLLM through ``VLLM_API_KEY`` and the load as ``Authorization: Bearer``.
+* after the load :meth:`tuner.server.process.VllmServer.check_alive` decides whether the server died: it
+  exited, or it stopped answering ``/health`` (its engine died; vLLM's API process lingers a moment before
+  it exits). Such a trial is ``crashed`` and keeps what its load measured;
+* nothing it returns holds a secret (:mod:`tuner.config.redact`): argv, flags, message and log tail are
+  masked, and so is the server log it keeps. An API key (``server.args.api-key``, or ``VLLM_API_KEY`` in
+  the server's environment) reaches vLLM through ``VLLM_API_KEY`` and every request as
+  ``Authorization: Bearer`` (:func:`tuner.server.env.auth_headers`).
 
 With ``url`` it measures an already running server and starts nothing.
 """
@@ -19,38 +27,39 @@ With ``url`` it measures an already running server and starts nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
-import math
-import os
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 
-from tuner.config.argv import Param, build_plan, trial_flags
+from tuner.config.argv import build_plan, trial_flags
 from tuner.config.redact import Redactor, redact_file, spec_redactor
-from tuner.config.spec import StudySpec, Workload
-from tuner.errors import TrialFailure
+from tuner.config.space import prelaunch_violation
+from tuner.config.spec import FlagValue, StudySpec, Workload
+from tuner.errors import ServerCrashed, TrialFailure
 from tuner.load.client import Target
 from tuner.load.prompts import Prompt, Tokenizer, build_prompts, load_tokenizer
-from tuner.load.runner import LoadPlan, run_load
+from tuner.load.runner import LoadPlan, offer_load
 from tuner.measure import capacity
 from tuner.measure.metrics import Summary, summarize
 from tuner.measure.result import TrialResult
-from tuner.measure.telemetry.serverside import MetricsPoller
+from tuner.measure.telemetry.serverside import MetricsPoller, agreement, scrape_text
 from tuner.progress import NullReporter, Reporter
-from tuner.server.failures import INFEASIBLE
+from tuner.server.env import auth_headers
+from tuner.server.failures import INFEASIBLE, OOM
 
 _R = TypeVar("_R")
 
 
 def run_trial(
     spec: StudySpec,
-    params: Mapping[str, Param],
+    params: Mapping[str, FlagValue],
     *,
     log_dir: Path,
     runtime_dir: Path,
@@ -60,126 +69,207 @@ def run_trial(
     port_picker: Callable[[str], int] | None = None,
 ) -> TrialResult:
     """Measure one configuration (see the module docstring for the contract). ``port_picker`` chooses the
-    server's port (default: a free one, :func:`tuner.server.process.free_port`)."""
+    server's port (default: a free one, :func:`tuner.server.ports.free_port`)."""
     rep = reporter or NullReporter()
     started = time.time()
     flags, model = trial_flags(spec, params)
     redactor = spec_redactor(spec)
     if url is not None:
-        return _finish(_measure_url(spec, url, model, rep, flags), started, redactor)
+        target = _target(spec, model, url.rstrip("/"), flags)
+        outcome = _Outcome(env=_environment(), measured=_measure(spec, target, model, rep, lambda: True))
+    else:
+        log_path = log_dir / f"{trial_name}.server.log"
+        try:
+            outcome = _launch(spec, params, flags, model, rep, log_path, runtime_dir, port_picker)
+        finally:
+            redact_file(log_path, redactor)  # the log the server wrote, whatever happened
+    return outcome.result(started, time.time(), redactor)
 
-    rep.phase("checking")
-    from tuner.config.space import prelaunch_violation
 
-    reason = prelaunch_violation(flags)
-    plan0 = build_plan(spec, params, port=0)
-    if reason:
-        result = TrialResult(status=INFEASIBLE, argv=plan0.argv, message=reason, flags=flags)
-        return _finish(result, started, redactor)
-    verdict = _memory_check(model, flags, spec.server.env.get("CUDA_VISIBLE_DEVICES"))
-    if verdict and not verdict.get("fits", True):
-        return _finish(
-            TrialResult(
-                status="oom",
-                argv=plan0.argv,
-                message=f"predicted before launch: {verdict.get('reason')}",
-                flags=flags,
-                memory_check=verdict,
-                env=_environment(),
-            ),
-            started,
-            redactor,
+@dataclass(frozen=True)
+class _Failure:
+    """How a trial failed: a failure class, one message and the log tail that shows it."""
+
+    status: str
+    message: str
+    log_tail: Sequence[str] = ()
+
+    @classmethod
+    def of(cls, e: TrialFailure) -> _Failure:
+        return cls(e.failure, str(e).split(": ", 1)[-1], tuple(e.log_tail))
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What the load measured: every step, the scored one, and the telemetry of the scored step's window."""
+
+    steps: Sequence[Summary]
+    scored: int  # index of the scored step (0 in fixed mode)
+    capacity_mode: bool
+    gpu: Mapping[str, Any]
+    server_metrics: Mapping[str, Any]
+    bottleneck: str
+    failure: _Failure | None  # load_errors when every step failed too many requests
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """Everything one trial learnt, stage by stage; :meth:`result` turns it into the :class:`TrialResult`."""
+
+    argv: Sequence[str] = ()
+    flags: Mapping[str, Any] = field(default_factory=dict)
+    log_path: Path | None = None
+    env: Mapping[str, Any] = field(default_factory=dict)
+    memory_check: Mapping[str, Any] = field(default_factory=dict)
+    startup_s: float | None = None
+    measured: _Measured | None = None
+    failure: _Failure | None = None  # before or at start, or the server died under load
+
+    def result(self, started: float, ended: float, redactor: Redactor) -> TrialResult:
+        """The trial's result, with every secret masked in what is stored or printed of it."""
+        m = self.measured
+        failure = self.failure or (m.failure if m else None)
+        return TrialResult(
+            status=failure.status if failure else "ok",
+            argv=redactor.argv(self.argv),
+            log_path=str(self.log_path) if self.log_path is not None else None,
+            summary=m.steps[m.scored] if m else None,
+            steps=list(m.steps) if m else [],
+            scored_step=m.scored if m and m.capacity_mode else None,
+            message=redactor.text(failure.message) if failure else None,
+            log_tail=[redactor.text(line) for line in failure.log_tail] if failure else [],
+            started_at=started,
+            ended_at=ended,
+            startup_s=self.startup_s,
+            flags=redactor.flags(self.flags),
+            env=dict(self.env),
+            gpu=dict(m.gpu) if m else {},
+            server_metrics=dict(m.server_metrics) if m else {},
+            bottleneck=m.bottleneck if m else "",
+            memory_check=dict(self.memory_check),
         )
 
-    from tuner.server.process import free_port, http_status, start_server
 
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{trial_name}.server.log"
-    rep.phase("starting server")
-    result = TrialResult(
-        status="ok", log_path=str(log_path), flags=dict(flags), memory_check=verdict or {}, env=_environment()
+def _launch(
+    spec: StudySpec,
+    params: Mapping[str, FlagValue],
+    flags: Mapping[str, Any],
+    model: str,
+    rep: Reporter,
+    log_path: Path,
+    runtime_dir: Path,
+    port_picker: Callable[[str], int] | None,
+) -> _Outcome:
+    """The rules known before launch, then start the server, measure it and stop it."""
+    rep.phase("checking")
+    plan = build_plan(spec, params, port=0)
+    reason = prelaunch_violation(flags)
+    if reason:
+        return _Outcome(argv=plan.argv, flags=flags, failure=_Failure(INFEASIBLE, reason))
+    verdict = _memory_check(model, flags, spec.server.env.get("CUDA_VISIBLE_DEVICES"))
+    if verdict and not verdict.get("fits", True):
+        why = f"predicted before launch: {verdict.get('reason')}"
+        return _Outcome(
+            argv=plan.argv, flags=flags, env=_environment(), memory_check=verdict, failure=_Failure(OOM, why)
+        )
+    from tuner.server.ports import free_port
+    from tuner.server.process import start_server_with_retry
+
+    launch = _Outcome(
+        argv=plan.argv, flags=flags, log_path=log_path, env=_environment(), memory_check=verdict or {}
     )
-    server_env = {**spec.server.env, **plan0.env}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    rep.phase("starting server")
     try:
-        with start_server(
+        with start_server_with_retry(
             lambda port: build_plan(spec, params, port=port).argv,
             host=spec.server.host,
-            env=server_env,
+            env={**spec.server.env, **plan.env},
             log_path=log_path,
             runtime_dir=runtime_dir,
             startup_timeout_s=spec.server.startup_timeout_s,
             stop_timeout_s=spec.server.stop_timeout_s,
             port_picker=port_picker or free_port,
         ) as server:
-            result.argv = list(server.argv)
-            result.startup_s = server.startup_s
-            target = Target(
-                base_url=server.url,
-                model=spec.served_model_name or model,
-                api=spec.workload.api,
-                headers=_auth_headers({**os.environ, **server_env}),
-            )
+            launch = dataclasses.replace(launch, argv=server.argv, startup_s=server.startup_s)
+            target = _target(spec, model, server.url, flags)
             try:
-                _measure_into(result, spec, target, model, rep, alive=server.alive)
+                measured = _measure(spec, target, model, rep, server.alive, flags.get("max-num-seqs"))
             finally:
                 rep.phase("stopping")
-            if server.alive() and http_status(server.host, server.port, timeout_s=5.0) != 200:
-                # the engine died: vLLM's API process answers 503, then exits; give it a moment
-                deadline = time.monotonic() + 10.0
-                while server.alive() and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if server.alive():
-                    server.stop()
-            if server.returncode is not None:
-                result.status = "crashed"
-                result.message = _reason_from_tail(server.log_tail(200)) or "the server died under load"
-                result.log_tail = server.log_tail(40)
-    except TrialFailure as e:
-        result.status = e.failure
-        result.message = str(e).split(": ", 1)[-1]
-        result.log_tail = list(e.log_tail)
-        if not result.argv:
-            result.argv = plan0.argv
-    finally:
-        redact_file(log_path, redactor)
-    return _finish(result, started, redactor)
+            try:
+                server.check_alive()
+            except ServerCrashed as e:
+                return dataclasses.replace(launch, measured=measured, failure=_Failure.of(e))
+            return dataclasses.replace(launch, measured=measured)
+    except TrialFailure as e:  # the server did not start
+        return dataclasses.replace(launch, failure=_Failure.of(e))
 
 
-def _auth_headers(env: Mapping[str, str]) -> dict[str, str]:
-    """``Authorization: Bearer KEY`` when the server is given an API key (vLLM reads ``VLLM_API_KEY``)."""
-    key = env.get("VLLM_API_KEY")
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-def _measure_url(
-    spec: StudySpec, url: str, model: str, rep: Reporter, flags: Mapping[str, object]
-) -> TrialResult:
-    result = TrialResult(status="ok", argv=[], log_path=None, env=_environment())
-    key = flags.get("api-key")
-    env = {**os.environ, **spec.server.env, **({"VLLM_API_KEY": str(key)} if isinstance(key, str) else {})}
-    target = Target(
-        base_url=url.rstrip("/"),
+def _target(spec: StudySpec, model: str, base_url: str, flags: Mapping[str, Any]) -> Target:
+    """Where the load goes, with the API key the server demands."""
+    return Target(
+        base_url=base_url,
         model=spec.served_model_name or model,
         api=spec.workload.api,
-        headers=_auth_headers(env),
+        headers=auth_headers(flags, spec.server.env),
     )
-    _measure_into(result, spec, target, model, rep, alive=lambda: True)
-    return result
 
 
-def _finish(result: TrialResult, started: float, redactor: Redactor) -> TrialResult:
-    result.started_at = started
-    result.ended_at = time.time()
-    return redact_result(result, redactor)
+def _measure(
+    spec: StudySpec,
+    target: Target,
+    model: str,
+    rep: Reporter,
+    alive: Callable[[], bool],
+    max_num_seqs: object = None,
+) -> _Measured:
+    """Run the workload against ``target``: the steps, the scored one, its telemetry and the load's verdict."""
+    w = spec.workload
+    slo = spec.slo.limits()
+    prompts = list(
+        _prompts(
+            w.tokenizer or model, _prompts_needed(spec), w.input_tokens, w.shared_prefix_tokens, w.seed, w.api
+        )
+    )
+    from tuner.measure.telemetry.nvml import GpuSampler
+
+    visible = spec.server.env.get("CUDA_VISIBLE_DEVICES")
+    with GpuSampler(visible_devices=visible, on_unavailable=rep.message) as gpu:
+        run = _run_async(_drive(spec, target, prompts, rep, alive))
+    steps = run.steps
+    capacity_mode = w.mode == "capacity"
+    idx = capacity.scored_step(steps, slo, w.max_failed_fraction) if capacity_mode else 0
+    start, end = run.windows[idx]
+    server_metrics = agreement(run.before, run.after, steps)
+    verdict = ""
+    if run.poller is not None:
+        from tuner.measure.telemetry.serverside import bottleneck
+
+        view = run.poller.view(start, end)
+        server_metrics["view"] = view.to_dict()
+        seqs = max_num_seqs if isinstance(max_num_seqs, int) else None
+        verdict = bottleneck(view, steps[idx].to_dict(), slo, max_num_seqs=seqs)
+    return _Measured(
+        steps=tuple(steps),
+        scored=idx,
+        capacity_mode=capacity_mode,
+        gpu=gpu.summary(start, end),
+        server_metrics=server_metrics,
+        bottleneck=verdict,
+        failure=_load_errors(steps, w.max_failed_fraction),
+    )
 
 
-def redact_result(result: TrialResult, redactor: Redactor) -> TrialResult:
-    """``result`` with every secret masked in what is stored or printed of it (in place; returned)."""
-    result.argv = redactor.argv(result.argv)
-    result.flags = redactor.flags(result.flags)
-    result.message = redactor.text(result.message) if result.message is not None else None
-    result.log_tail = [redactor.text(line) for line in result.log_tail]
-    return result
+def _load_errors(steps: Sequence[Summary], max_failed_fraction: float) -> _Failure | None:
+    """``load_errors`` when every step failed more than ``max_failed_fraction`` of its requests."""
+    if not all(s.failed_fraction > max_failed_fraction for s in steps):
+        return None
+    first = next((e for s in steps for e in s.errors), "")
+    last = steps[-1]
+    return _Failure(
+        "load_errors", f"{last.failed} of {last.failed + last.completed} requests failed: {first}"
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -196,60 +286,15 @@ def _prompts(
     )
 
 
-def _measure_into(
-    result: TrialResult,
-    spec: StudySpec,
-    target: Target,
-    model: str,
-    rep: Reporter,
-    alive: Any,
-) -> None:
-    """Run the workload against ``target`` and fill ``result`` (summary, steps, status, agreement)."""
-    w = spec.workload
-    slo = spec.slo.limits()
-    n_prompts = prompts_needed(spec)
-    prompts = list(
-        _prompts(w.tokenizer or model, n_prompts, w.input_tokens, w.shared_prefix_tokens, w.seed, w.api)
-    )
-    from tuner.measure.telemetry.nvml import GpuSampler
-
-    visible = spec.server.env.get("CUDA_VISIBLE_DEVICES")
-    with GpuSampler(visible_devices=visible, on_unavailable=rep.message) as gpu:
-        run = _run_async(_drive(spec, target, prompts, rep, alive))
-    steps = run.steps
-    result.steps = steps
-    idx = capacity.scored_step(steps, slo, w.max_failed_fraction) if w.mode == "capacity" else 0
-    result.scored_step = idx if w.mode == "capacity" else None
-    result.summary = steps[idx]
-    start, end = run.windows[idx]
-    result.gpu = gpu.summary(start, end)
-    result.server_metrics.update(_agreement(run.before, run.after, steps))
-    if run.poller is not None:
-        from tuner.measure.telemetry.serverside import bottleneck
-
-        view = run.poller.view(start, end)
-        result.server_metrics["view"] = view.to_dict()
-        seqs = result.flags.get("max-num-seqs")
-        result.bottleneck = bottleneck(
-            view, steps[idx].to_dict(), slo, max_num_seqs=seqs if isinstance(seqs, int) else None
-        )
-    if all(s.failed_fraction > w.max_failed_fraction for s in steps) and alive():
-        result.status = "load_errors"
-        first = next((e for s in steps for e in s.errors), "")
-        result.message = (
-            f"{steps[-1].failed} of {steps[-1].failed + steps[-1].completed} requests failed: {first}"
-        )
-
-
 def _run_async(coro: Coroutine[Any, Any, _R]) -> _R:
     """Run the load on uvloop when it is installed (about 20 % less client CPU per streamed chunk)."""
-    from tuner.load.cancel import run_load
+    from tuner.load.cancel import run_cancellable
 
     try:
         import uvloop
     except ImportError:
-        return run_load(coro)
-    return run_load(coro, loop_factory=uvloop.new_event_loop)
+        return run_cancellable(coro)
+    return run_cancellable(coro, loop_factory=uvloop.new_event_loop)
 
 
 @dataclass
@@ -261,12 +306,15 @@ class _Run:
     poller: MetricsPoller | None
 
 
-async def _drive(spec: StudySpec, target: Target, prompts: list[Prompt], rep: Reporter, alive: Any) -> _Run:
+async def _drive(
+    spec: StudySpec, target: Target, prompts: list[Prompt], rep: Reporter, alive: Callable[[], bool]
+) -> _Run:
     """Warm-up, then the measured phase with /metrics polled beside it."""
     w = spec.workload
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    # the session's headers (the API key) go with the load, the /metrics scrapes and the poller alike
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=target.headers) as session:
         warm = LoadPlan(
             output_tokens=w.output_tokens,
             concurrency=max(1, w.warmup_requests),  # all at once: a burst that exercises batch shapes
@@ -276,13 +324,13 @@ async def _drive(spec: StudySpec, target: Target, prompts: list[Prompt], rep: Re
         )
         if w.warmup_requests:
             rep.phase("warm-up", f"{w.warmup_requests} requests")
-            await run_load(target, prompts, warm, session=session)
+            await offer_load(target, prompts, warm, session=session)
         prompts = prompts[w.warmup_requests :] + prompts[: w.warmup_requests]  # measured: fresh prompts first
-        before = await _scrape(session, target.base_url)
+        before = await scrape_text(session, target.base_url)
         poller = MetricsPoller(session, target.base_url) if before is not None else None
         async with poller if poller is not None else contextlib.nullcontext():
             steps, windows = await _steps(spec, target, prompts, rep, alive, session)
-        after = await _scrape(session, target.base_url)
+        after = await scrape_text(session, target.base_url)
     return _Run(steps, windows, before, after, poller)
 
 
@@ -291,7 +339,7 @@ async def _steps(
     target: Target,
     prompts: list[Prompt],
     rep: Reporter,
-    alive: Any,
+    alive: Callable[[], bool],
     session: aiohttp.ClientSession,
 ) -> tuple[list[Summary], list[tuple[float, float]]]:
     """The measured phase: one fixed run, or the capacity steps. Returns summaries and their time windows."""
@@ -303,7 +351,7 @@ async def _steps(
         plan = _plan(w, w.concurrency, w.request_rate, w.requests, w.seed)
         rep.phase("load", _describe(plan))
         t0 = time.monotonic()
-        records = await run_load(target, prompts, plan, session=session)
+        records = await offer_load(target, prompts, plan, session=session)
         windows.append((t0, time.monotonic()))
         steps.append(summarize(records, slo, load=_load_info(plan)))
     else:
@@ -320,7 +368,7 @@ async def _steps(
             )
             rep.phase("load", f"step {i + 1}: {_describe(plan)}")
             t0 = time.monotonic()
-            records = await run_load(target, _rotate(prompts, sent), plan, session=session)
+            records = await offer_load(target, _rotate(prompts, sent), plan, session=session)
             sent += sum(1 for r in records if not r.warmup)
             windows.append((t0, time.monotonic()))
             steps.append(summarize(records, slo, load=_load_info(plan)))
@@ -389,7 +437,7 @@ def _rotate(prompts: list[Prompt], offset: int) -> list[Prompt]:
 MAX_PROMPTS = 4096
 
 
-def prompts_needed(spec: StudySpec) -> int:
+def _prompts_needed(spec: StudySpec) -> int:
     """Distinct prompts for one trial: warm-up plus every measured request, so no request repeats an earlier
     prompt (a repeat would hit the prefix cache and fake a fast TTFT). Duration-bounded loads are estimated
     (rate x duration, or 1024); past :data:`MAX_PROMPTS` prompts repeat."""
@@ -433,58 +481,3 @@ def _load_info(plan: LoadPlan) -> dict[str, Any]:
         }.items()
         if v is not None
     }
-
-
-async def _scrape(session: aiohttp.ClientSession, base_url: str) -> str | None:
-    with contextlib.suppress(Exception):
-        async with session.get(base_url + "/metrics", timeout=aiohttp.ClientTimeout(total=10)) as r:
-            if r.status == 200:
-                return await r.text()
-    return None
-
-
-def _agreement(before: str | None, after: str | None, steps: list[Summary]) -> dict[str, Any]:
-    """The server's own view of the measured requests (Prometheus deltas) beside the client's."""
-    if before is None or after is None:
-        return {}
-    from tuner.measure.telemetry.prometheus import counter_delta, histogram_delta
-
-    out: dict[str, Any] = {}
-    ttft = histogram_delta(before, after, "vllm:time_to_first_token_seconds")
-    itl = histogram_delta(before, after, "vllm:inter_token_latency_seconds") or histogram_delta(
-        before, after, "vllm:time_per_output_token_seconds"
-    )
-    gen = counter_delta(before, after, "vllm:generation_tokens_total")
-    if ttft and ttft[1] > 0:
-        out["server_ttft_mean_ms"] = ttft[0] / ttft[1] * 1e3
-        out["server_requests"] = int(ttft[1])
-    if itl and itl[1] > 0:
-        out["server_itl_mean_ms"] = itl[0] / itl[1] * 1e3
-    if gen is not None:
-        out["server_generation_tokens"] = int(gen)
-    out["client_generation_tokens"] = sum(s.generated_tokens_total for s in steps)
-    n = sum(s.completed for s in steps)
-    if n:
-        out["client_ttft_mean_ms"] = _weighted(steps, "ttft_ms")
-        out["client_itl_mean_ms"] = _weighted(steps, "itl_ms")
-    return {"agreement": out} if out else {}
-
-
-def _weighted(steps: list[Summary], attr: str) -> float | None:
-    num = den = 0.0
-    for s in steps:
-        d = getattr(s, attr)
-        if d.count and math.isfinite(d.mean):
-            num += d.mean * d.count
-            den += d.count
-    return num / den if den else None
-
-
-def _reason_from_tail(tail: list[str]) -> str:
-    from tuner.server.failures import extract_reason
-
-    return extract_reason(tail)
-
-
-def result_json(result: TrialResult) -> str:
-    return json.dumps(result.to_dict(), indent=2, sort_keys=False)

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.config.argv import flag_args, format_value, shell_command
 from tuner.errors import TunerError
+from tuner.search.record import read
 
 #: flags that belong to the machine tuner ran on, not to the configuration
 _TUNER_OWNED = ("host", "port")
@@ -50,13 +51,15 @@ def _served_name(argv: Sequence[str]) -> str | None:
 def serve_args(trial: FrozenTrial, default_model: str | None = None) -> tuple[str, dict[str, Any]]:
     """``(model, flags)`` to serve ``trial``'s configuration. Raises :class:`TunerError` when the trial
     stored neither an argv nor a model to fall back on."""
-    result = trial.user_attrs.get("result") or {}
-    argv = list(trial.user_attrs.get("argv") or result.get("argv") or [])
+    rec = read(trial)
+    argv = list(rec.argv)
     model = _model_from_argv(argv) or default_model
     if not model:
         raise TunerError(f"trial {trial.number} stored no server command to export")
     flags = {
-        k: v for k, v in dict(result.get("flags") or {}).items() if k not in _TUNER_OWNED and k != "model"
+        k: v
+        for k, v in dict(rec.result.flags if rec.result else {}).items()
+        if k not in _TUNER_OWNED and k != "model"
     }
     served = _served_name(argv)
     if served and "served-model-name" not in flags:

@@ -17,7 +17,7 @@ baseline).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,19 +27,17 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.errors import TunerError, UsageError
 from tuner.measure.metrics import Summary
 from tuner.report.fmt import fmt_num
+from tuner.search.record import StoredResult, read, read_study
 
 Pick = Literal["throughput", "latency", "knee"]
 PICKS: tuple[str, ...] = ("throughput", "latency", "knee")
 
-#: units of the objective metrics, for people
-_UNITS = {"throughput": "tok/s", "goodput": "tok/s", "request_throughput": "req/s"}
-
 
 def metric_names(study: optuna.Study) -> list[str]:
     """The objective metric names stored with the study (``value_0``... when it was not made by tuner)."""
-    names = study.user_attrs.get("metric_names")
-    if isinstance(names, list) and len(names) == len(study.directions):
-        return [str(n) for n in names]
+    names = read_study(study).metric_names
+    if names is not None and len(names) == len(study.directions):
+        return list(names)
     return [f"value_{i}" for i in range(len(study.directions))]
 
 
@@ -66,7 +64,7 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 def is_failed(trial: FrozenTrial) -> bool:
     """COMPLETE but told as a failure (the configuration did not run or was refused)."""
-    return trial.state == TrialState.COMPLETE and trial.user_attrs.get("status", "ok") != "ok"
+    return trial.state == TrialState.COMPLETE and read(trial).failed
 
 
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -74,7 +72,7 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     found = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("is_baseline") and t.user_attrs.get("status", "ok") == "ok"
+        if (r := read(t)).is_baseline and not r.failed
     ]
     return found[-1] if found else None
 
@@ -84,20 +82,6 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     trials = list(study.best_trials)
     sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
     return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
-
-
-def summary_of(trial: FrozenTrial) -> Summary | None:
-    """The scored measurement stored with a trial, or None."""
-    result = trial.user_attrs.get("result")
-    if isinstance(result, dict) and isinstance(result.get("metrics"), dict):
-        return Summary.from_dict(result["metrics"])
-    return None
-
-
-def params_of(trial: FrozenTrial) -> dict[str, Any]:
-    """What the trial ran with: its Optuna params, or the baseline's pinned flags."""
-    run = trial.user_attrs.get("run_params")
-    return dict(run) if isinstance(run, dict) else dict(trial.params)
 
 
 def change_vs(values: Sequence[float], base: Sequence[float] | None) -> list[float | None]:
@@ -112,26 +96,26 @@ def change_vs(values: Sequence[float], base: Sequence[float] | None) -> list[flo
 
 def row(trial: FrozenTrial, names: Sequence[str], base: FrozenTrial | None) -> dict[str, Any]:
     """One trial as a report row (see the module docstring)."""
-    result = trial.user_attrs.get("result") or {}
+    rec = read(trial)
+    result = rec.result or StoredResult()
     values = list(trial.values or [])
     out: dict[str, Any] = {
         "trial": trial.number,
-        "params": params_of(trial),
+        "params": dict(rec.run_params),
         "values": dict(zip(names, values, strict=False)),
-        "metrics": dict(result.get("metrics") or {}),
+        "metrics": dict(result.metrics or {}),
         "vs_baseline": dict(
             zip(names, change_vs(values, base.values if base is not None else None), strict=False)
         ),
-        "is_baseline": bool(trial.user_attrs.get("is_baseline")),
-        "flags": dict(result.get("flags") or {}),
+        "is_baseline": rec.is_baseline,
+        "flags": dict(result.flags),
     }
-    steps = result.get("steps")
-    if isinstance(steps, list) and steps:
-        out["steps"] = [_step_point(s, names) for s in steps if isinstance(s, dict)]
+    if result.steps:
+        out["steps"] = [_step_point(s, names) for s in result.steps]
     return out
 
 
-def _step_point(step: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+def _step_point(step: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
     summary = Summary.from_dict(step)
     point: dict[str, Any] = {"load": step.get("load") or {}}
     for n in names:
@@ -170,18 +154,16 @@ def points(study: optuna.Study) -> list[Point]:
     out: list[Point] = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         kind = "failed" if is_failed(t) else ("feasible" if is_feasible(t) else "infeasible")
-        result = t.user_attrs.get("result") or {}
-        steps = [_step_point(s, names) for s in result.get("steps") or [] if isinstance(s, dict)]
+        rec = read(t)
+        steps = [_step_point(s, names) for s in (rec.result.steps if rec.result else ())]
         out.append(
             Point(
                 number=t.number,
                 values=list(t.values or []),
                 kind=kind,
                 on_front=t.number in on_front,
-                is_baseline=bool(t.user_attrs.get("is_baseline")),
-                label=str(t.user_attrs.get("failure") or t.user_attrs.get("status") or "")
-                if kind == "failed"
-                else "",
+                is_baseline=rec.is_baseline,
+                label=(rec.failure or rec.status or "") if kind == "failed" else "",
                 steps=steps,
             )
         )

@@ -20,6 +20,7 @@ import optuna
 
 from tuner.errors import StorageError, UsageError
 from tuner.report.pareto import Point, metric_names, points, unit
+from tuner.search.record import read_study
 
 FORMATS = (".html", ".png")
 
@@ -45,8 +46,8 @@ def check_target(path: str | Path) -> Path:
 
 
 def _slo_limits(study: optuna.Study) -> dict[str, float]:
-    spec = study.user_attrs.get("spec") or {}
-    slo = spec.get("slo") if isinstance(spec, dict) else None
+    spec = read_study(study).spec or {}
+    slo = spec.get("slo")
     if not isinstance(slo, dict):
         return {}
     return {k.removesuffix("_ms"): float(v) for k, v in slo.items() if isinstance(v, int | float)}

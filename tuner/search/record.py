@@ -1,26 +1,47 @@
 """The stored trial record: the only module that knows the keys of the user attributes tuner stores.
 
 Optuna owns the database; tuner keeps what it knows of a study and of each trial in Optuna's user
-attributes. Writers and readers go through this module, so a key is spelt in one place.
+attributes. Writers go through :func:`write` / :func:`result_attrs` and the ``ATTR_*`` keys, readers through
+:func:`read` (one trial as a typed :class:`TrialRecord`) and :func:`read_study` (a :class:`StudyRecord`), so
+a key is spelt in one place.
+
+A finished trial stores, beside the keys the loop sets while it runs (baseline, run params, compile key,
+worker, heartbeat): ``status``, ``failure``, ``message``, ``feasible``, ``argv``, ``log_path``,
+``log_tail``, ``vllm_version``, ``hardware``, ``started_at``, ``ended_at``, ``launched`` and ``result``: the
+measurement (:meth:`tuner.measure.result.TrialResult.to_dict` without the fields stored at the top level).
+Records written before the nested duplicates were dropped (``result.status``, ``result.argv``...) and
+records whose ``result`` was stored as text read the same.
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from optuna.trial import FrozenTrial
+import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from tuner.measure.result import TrialResult
 from tuner.search.objectives import Evaluation
-from tuner.search.restart_cost import Launch, launch_of, refused_before_launch
+from tuner.search.restart_cost import Launch
+from tuner.server.failures import INFEASIBLE
 
 # study user attributes
 ATTR_SPEC = "spec"
 ATTR_BUDGET = "n_trials"
+ATTR_METRIC_NAMES = "metric_names"
+ATTR_DIRECTIONS = "directions"
+ATTR_CONSTRAINT_KEYS = "constraint_keys"
+ATTR_TUNER_VERSION = "tuner_version"
+ATTR_CREATED_AT = "created_at"
 # trial user attributes
 ATTR_BASELINE = "is_baseline"
 ATTR_BASELINE_FLAGS = "baseline_flags"
+ATTR_RUN_PARAMS = "run_params"
 ATTR_RESULT = "result"
 ATTR_WORKER = "worker"
 ATTR_HEARTBEAT = "heartbeat_at"
@@ -28,34 +49,81 @@ ATTR_INTERRUPTED = "interrupted"
 ATTR_REQUEUED_FROM = "requeued_from"
 ATTR_LAUNCHED = "launched"
 ATTR_COMPILE_KEY = "compile_key"
+ATTR_STATUS = "status"
+ATTR_FAILURE = "failure"
+ATTR_MESSAGE = "message"
+ATTR_FEASIBLE = "feasible"
+ATTR_ARGV = "argv"
+ATTR_LOG_PATH = "log_path"
+ATTR_LOG_TAIL = "log_tail"
+ATTR_VLLM_VERSION = "vllm_version"
+ATTR_HARDWARE = "hardware"
+ATTR_STARTED_AT = "started_at"
+ATTR_ENDED_AT = "ended_at"
+
+#: lines of the server log kept with a trial
+LOG_TAIL_LINES = 40
+#: fields of ``TrialResult.to_dict()`` stored at the top level, so left out of the nested ``result``
+_TOP_LEVEL = ("status", "argv", "log", "message", "log_tail", "started_at", "ended_at")
+
+
+# ------------------------------------------------------------------------------------------------ write
 
 
 def result_attrs(result: TrialResult, ev: Evaluation) -> dict[str, Any]:
     """The user attributes stored for a finished trial (JSON-safe: non-finite numbers become null)."""
     env = result.env or {}
+    measured = {k: v for k, v in result.to_dict().items() if k not in _TOP_LEVEL}
     attrs: dict[str, Any] = _json_safe(
         {
-            "status": result.status,
-            "failure": None if result.ok and ev.failure is None else (ev.failure or result.status),
-            "message": result.message,
-            "feasible": ev.feasible,
-            "argv": list(result.argv),
-            "log_path": result.log_path,
-            "log_tail": list(result.log_tail)[-40:],
-            "vllm_version": env.get("vllm_version"),
-            "hardware": env.get("hardware"),
-            "started_at": result.started_at,
-            "ended_at": result.ended_at,
+            ATTR_STATUS: result.status,
+            ATTR_FAILURE: None if result.ok and ev.failure is None else (ev.failure or result.status),
+            ATTR_MESSAGE: result.message,
+            ATTR_FEASIBLE: ev.feasible,
+            ATTR_ARGV: list(result.argv),
+            ATTR_LOG_PATH: result.log_path,
+            ATTR_LOG_TAIL: list(result.log_tail)[-LOG_TAIL_LINES:],
+            ATTR_VLLM_VERSION: env.get("vllm_version"),
+            ATTR_HARDWARE: env.get("hardware"),
+            ATTR_STARTED_AT: result.started_at,
+            ATTR_ENDED_AT: result.ended_at,
             ATTR_LAUNCHED: launched(result),
-            ATTR_RESULT: result.to_dict(),
+            ATTR_RESULT: measured,
         }
     )
+    return attrs
+
+
+def write(
+    trial: optuna.Trial,
+    result: TrialResult,
+    evaluation: Evaluation,
+    redact: Callable[[Any], Any] = lambda attrs: attrs,
+    after_first: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Store :func:`result_attrs` (passed through ``redact`` first) as ``trial``'s user attributes, one key
+    at a time in their order (``after_first`` is called once the first is stored), then the evaluation's
+    constraints; returns the attributes stored. The objective values are the caller's (``tell``)."""
+    attrs: dict[str, Any] = redact(result_attrs(result, evaluation))
+    for i, (k, v) in enumerate(attrs.items()):
+        trial.set_user_attr(k, v)
+        if i == 0 and after_first is not None:
+            after_first()
+    for k, c in evaluation.constraints.items():
+        trial.set_constraint(k, c)
     return attrs
 
 
 def launched(result: TrialResult) -> bool:
     """Did the trial start a server? Not when a rule or the memory check refused it before launch."""
     return not refused_before_launch(result.status, result.memory_check, result.startup_s)
+
+
+def refused_before_launch(status: Any, memory_check: Any, startup_s: Any) -> bool:
+    """True for a trial that started no server: refused by a rule (``infeasible``) or by the memory check
+    (its verdict ``fits`` False, and no start recorded)."""
+    by_memory = isinstance(memory_check, Mapping) and memory_check.get("fits") is False
+    return status == INFEASIBLE or (by_memory and startup_s is None)
 
 
 def _json_safe(value: Any) -> Any:
@@ -70,11 +138,234 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def study_launches(trials: list[FrozenTrial]) -> list[Launch]:
+# ------------------------------------------------------------------------------------------------- read
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """The measurement stored with a finished trial (``result``); mappings are as stored (JSON objects)."""
+
+    metrics: Mapping[str, Any] | None = None  # the scored summary (``Summary.to_dict()``)
+    steps: tuple[Mapping[str, Any], ...] = ()  # every capacity step (capacity mode only)
+    scored_step: int | None = None
+    startup_s: float | None = None  # launch to healthy
+    flags: Mapping[str, Any] = field(default_factory=dict)  # the effective server flags
+    env: Mapping[str, Any] = field(default_factory=dict)
+    gpu: Mapping[str, Any] = field(default_factory=dict)
+    server_metrics: Mapping[str, Any] = field(default_factory=dict)
+    memory_check: Mapping[str, Any] = field(default_factory=dict)
+    bottleneck: str | None = None
+
+
+@dataclass(frozen=True)
+class CompileKeyRecord:
+    """The compile key a trial's server started with, the cache it used, and whether the key was compiled."""
+
+    key: str
+    cache: str | None
+    cached: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (``ATTR_COMPILE_KEY``'s value)."""
+        return {"key": self.key, "cache": self.cache, "cached": self.cached}
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as stored. ``None`` where the record holds nothing (a running trial, an older tuner)."""
+
+    number: int
+    state: TrialState
+    params: Mapping[str, Any]  # Optuna's params
+    values: tuple[float, ...] | None
+    is_baseline: bool
+    baseline_flags: Mapping[str, Any] | None
+    run_params: Mapping[str, Any]  # what it ran with: the stored run params, else ``params``
+    status: str | None
+    failure: str | None
+    message: str | None
+    feasible: bool | None
+    argv: tuple[str, ...]
+    log_path: str | None
+    log_tail: tuple[str, ...]
+    vllm_version: str | None
+    hardware: str | None
+    started_at: float | None
+    ended_at: float | None
+    launched: bool | None  # None: not recorded
+    seconds: float | None  # start to completion in Optuna's clock (None while it runs)
+    result: StoredResult | None  # None: no measurement stored
+    compile_key: CompileKeyRecord | None
+    interrupted: bool
+    requeued_from: int | None
+
+    @property
+    def failed(self) -> bool:
+        """Told as a failure: a status other than ``ok`` (no status counts as ``ok``)."""
+        return self.status not in (None, "ok")
+
+    @property
+    def refused_before_launch(self) -> bool:
+        """Started no server (see :func:`refused_before_launch`)."""
+        r = self.result or StoredResult()
+        return refused_before_launch(self.status, r.memory_check, r.startup_s)
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What tuner stored with a study (``None`` / empty where a study was not made by tuner)."""
+
+    spec: Mapping[str, Any] | None
+    budget: int | None
+    metric_names: tuple[str, ...] | None
+    directions: tuple[str, ...] | None
+    constraint_keys: tuple[str, ...] | None
+    tuner_version: str | None
+    created_at: str | None
+
+
+def read(t: FrozenTrial) -> TrialRecord:
+    """``t``'s stored record; any stored record reads, old layouts included (see the module docstring)."""
+    a = t.user_attrs
+    nested = _mapping(_parsed(a.get(ATTR_RESULT)))
+    run = a.get(ATTR_RUN_PARAMS)
+
+    def top(key: str, old: str | None = None) -> Any:  # the top-level key, else an old nested copy
+        return a.get(key) or nested.get(old or key)
+
+    return TrialRecord(
+        number=t.number,
+        state=t.state,
+        params=dict(t.params),
+        values=None if t.values is None else tuple(t.values),
+        is_baseline=bool(a.get(ATTR_BASELINE)),
+        baseline_flags=_mapping_or_none(a.get(ATTR_BASELINE_FLAGS)),
+        run_params=dict(run) if isinstance(run, dict) else dict(t.params),
+        status=_str(top(ATTR_STATUS)),
+        failure=_str(a.get(ATTR_FAILURE)),
+        message=_str(top(ATTR_MESSAGE)),
+        feasible=a.get(ATTR_FEASIBLE) if isinstance(a.get(ATTR_FEASIBLE), bool) else None,
+        argv=tuple(str(w) for w in top(ATTR_ARGV) or ()),
+        log_path=_str(top(ATTR_LOG_PATH, "log")),
+        log_tail=tuple(str(w) for w in top(ATTR_LOG_TAIL) or ()),
+        vllm_version=_str(a.get(ATTR_VLLM_VERSION)),
+        hardware=_str(a.get(ATTR_HARDWARE)),
+        started_at=_num(top(ATTR_STARTED_AT)),
+        ended_at=_num(top(ATTR_ENDED_AT)),
+        launched=bool(a[ATTR_LAUNCHED]) if a.get(ATTR_LAUNCHED) is not None else None,
+        seconds=trial_seconds(t),
+        result=_stored_result(nested) if nested else None,
+        compile_key=_compile_key(a.get(ATTR_COMPILE_KEY)),
+        interrupted=bool(a.get(ATTR_INTERRUPTED)),
+        requeued_from=a.get(ATTR_REQUEUED_FROM) if isinstance(a.get(ATTR_REQUEUED_FROM), int) else None,
+    )
+
+
+def read_study(study: optuna.Study) -> StudyRecord:
+    """What tuner stored with ``study``."""
+    a = study.user_attrs
+    budget = a.get(ATTR_BUDGET)
+    return StudyRecord(
+        spec=_mapping_or_none(a.get(ATTR_SPEC)),
+        budget=budget if isinstance(budget, int) and not isinstance(budget, bool) else None,
+        metric_names=_strings(a.get(ATTR_METRIC_NAMES)),
+        directions=_strings(a.get(ATTR_DIRECTIONS)),
+        constraint_keys=_strings(a.get(ATTR_CONSTRAINT_KEYS)),
+        tuner_version=_str(a.get(ATTR_TUNER_VERSION)),
+        created_at=_str(a.get(ATTR_CREATED_AT)),
+    )
+
+
+def is_baseline(trial: optuna.Trial | FrozenTrial) -> bool:
+    """Is ``trial`` (a running or a stored one) the baseline?"""
+    return bool(trial.user_attrs.get(ATTR_BASELINE))
+
+
+def _stored_result(d: Mapping[str, Any]) -> StoredResult:
+    steps = d.get("steps")
+    scored = d.get("scored_step")
+    bottleneck = d.get("bottleneck")
+    return StoredResult(
+        metrics=_mapping_or_none(d.get("metrics")),
+        steps=tuple(s for s in steps if isinstance(s, dict)) if isinstance(steps, list) else (),
+        scored_step=scored if isinstance(scored, int) else None,
+        startup_s=_num(d.get("startup_s")),
+        flags=_mapping(d.get("flags")),
+        env=_mapping(d.get("env")),
+        gpu=_mapping(d.get("gpu")),
+        server_metrics=_mapping(d.get("server_metrics")),
+        memory_check=_mapping(d.get("memory_check")),
+        bottleneck=bottleneck if isinstance(bottleneck, str) else None,
+    )
+
+
+def _compile_key(rec: Any) -> CompileKeyRecord | None:
+    if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
+        return None
+    cache = rec.get("cache")
+    return CompileKeyRecord(
+        key=rec["key"], cache=cache if isinstance(cache, str) else None, cached=bool(rec.get("cached"))
+    )
+
+
+def _parsed(value: Any) -> Any:
+    """A ``result`` stored as text (JSON or a Python literal) as its object; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _mapping(v: Any) -> dict[str, Any]:
+    return dict(v) if isinstance(v, dict) else {}
+
+
+def _mapping_or_none(v: Any) -> dict[str, Any] | None:
+    return dict(v) if isinstance(v, dict) else None
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _strings(v: Any) -> tuple[str, ...] | None:
+    return tuple(str(x) for x in v) if isinstance(v, list | tuple) else None
+
+
+# ---------------------------------------------------------------------------------------------- launches
+
+
+def launch_of(rec: TrialRecord) -> Launch | None:
+    """The :class:`Launch` of a finished trial's record, or None for a trial without a compile-key record
+    (refused before launch, or from a tuner before compile keys)."""
+    if rec.compile_key is None:
+        return None
+    return Launch(
+        key=rec.compile_key.key,
+        cache=rec.compile_key.cache,
+        cached=rec.compile_key.cached,
+        startup_s=rec.result.startup_s if rec.result else None,
+        trial_s=rec.seconds,
+        params=None if rec.is_baseline else rec.params,
+        launched=rec.launched is not False and not rec.refused_before_launch,
+    )
+
+
+def study_launches(trials: Sequence[FrozenTrial]) -> list[Launch]:
     """What the finished trials recorded about their server starts (:class:`tuner.search.restart_cost.Launch`)."""
     out = []
     for t in trials:
-        launch = launch_of(t.user_attrs, trial_seconds(t), t.params)
+        launch = launch_of(read(t))
         if launch is not None:
             out.append(launch)
     return out
@@ -85,3 +376,10 @@ def trial_seconds(t: FrozenTrial) -> float | None:
     if t.datetime_start is None or t.datetime_complete is None:
         return None
     return (t.datetime_complete - t.datetime_start).total_seconds()
+
+
+# keys added for the loop
+ATTR_SURPLUS = "surplus"
+ATTR_DUPLICATE_OF = "duplicate_of"
+ATTR_ERROR = "error"
+ATTR_COPY_OF = "copy_of"

@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.server.failures import INFEASIBLE
-
 #: flags vLLM leaves out of its compile hash (``CacheConfig`` / ``SchedulerConfig`` / ``ModelConfig``
 #: ``compute_hash`` in vLLM 0.10-0.32) or that only touch the API server
 NEUTRAL_FLAGS = frozenset(
@@ -135,11 +133,6 @@ def cache_identity(env: Mapping[str, str]) -> str | None:
     return f"{socket.gethostname()}:{token}"
 
 
-def server_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment a server gets: this process's, with the study file's ``server.env`` on top."""
-    return {**os.environ, **extra}
-
-
 @dataclass(frozen=True)
 class Launch:
     """What one finished trial says about the compile cache."""
@@ -219,106 +212,13 @@ class RestartCost:
         )
 
 
-def refused_before_launch(status: Any, memory_check: Any, startup_s: Any) -> bool:
-    """True for a trial that started no server: refused by a rule (``infeasible``) or by the memory check
-    (its verdict ``fits`` False, and no start recorded)."""
-    by_memory = isinstance(memory_check, Mapping) and memory_check.get("fits") is False
-    return status == INFEASIBLE or (by_memory and startup_s is None)
-
-
-def launch_of(
-    attrs: Mapping[str, Any], trial_s: float | None, params: Mapping[str, Any] | None = None
-) -> Launch | None:
-    """The :class:`Launch` recorded in a finished trial's user attributes (``compile_key``, ``result``), or
-    None for a trial without one (refused before launch, or from a tuner before this record existed)."""
-    rec = attrs.get("compile_key")
-    if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
-        return None
-    result = attrs.get("result")
-    result = result if isinstance(result, dict) else {}
-    startup = result.get("startup_s")
-    refused = refused_before_launch(result.get("status"), result.get("memory_check"), startup)
-    return Launch(
-        key=rec["key"],
-        cache=rec.get("cache") if isinstance(rec.get("cache"), str) else None,
-        cached=bool(rec.get("cached")),
-        startup_s=float(startup) if isinstance(startup, int | float) else None,
-        trial_s=trial_s,
-        params=None if attrs.get("is_baseline") else params,
-        launched=bool(attrs.get("launched", True)) and not refused,
-    )
-
-
-@dataclass(frozen=True)
-class StartSummary:
-    """Server starts of a study by kind, and its rate of trials (for ``tuner status``)."""
-
-    cached: int
-    new: int
-    cached_mean_s: float | None
-    new_mean_s: float | None
-    trials_per_hour: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cached_starts": self.cached,
-            "new_key_starts": self.new,
-            "cached_start_mean_s": self.cached_mean_s,
-            "new_key_start_mean_s": self.new_mean_s,
-            "trials_per_hour": self.trials_per_hour,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> StartSummary:
-        return cls(
-            cached=d["cached_starts"],
-            new=d["new_key_starts"],
-            cached_mean_s=d["cached_start_mean_s"],
-            new_mean_s=d["new_key_start_mean_s"],
-            trials_per_hour=d["trials_per_hour"],
-        )
-
-    def describe(self, cached_words: str = "with a compiled key") -> str:
-        """``3 with a compiled key (mean 81.6 s), 6 new (mean 111.0 s); 26.8 trials per hour`` (parts without
-        data left out)."""
-        parts = []
-        if self.cached:
-            parts.append(f"{self.cached} {cached_words} (mean {self.cached_mean_s:.1f} s)")
-        if self.new:
-            parts.append(f"{self.new} new (mean {self.new_mean_s:.1f} s)")
-        text = ", ".join(parts) or "none healthy"
-        rate = self.trials_per_hour
-        return text if rate is None else f"{text}; {rate:.1f} trials per hour"
-
-
-def summarize_starts(launches: Iterable[Launch]) -> StartSummary:
-    """Counts and mean start of compiled-key and new-key starts; trials per hour of the time of trials that
-    started a server (a trial refused before launch takes a second and would inflate the rate)."""
-    seen = list(launches)
-    cached = [x.startup_s for x in seen if x.cached and x.startup_s is not None]
-    new = [x.startup_s for x in seen if not x.cached and x.startup_s is not None]
-    durations = [x.trial_s for x in seen if x.launched and x.trial_s is not None and x.trial_s > 0]
-    return StartSummary(
-        cached=len(cached),
-        new=len(new),
-        cached_mean_s=statistics.fmean(cached) if cached else None,
-        new_mean_s=statistics.fmean(new) if new else None,
-        trials_per_hour=3600.0 * len(durations) / sum(durations) if durations else None,
-    )
-
-
 __all__ = [
     "MARKER",
     "NEUTRAL_FLAGS",
     "PRIOR_CACHED_RATIO",
     "Launch",
     "RestartCost",
-    "StartSummary",
     "cache_folder",
     "cache_identity",
     "compile_key",
-    "launch_of",
-    "refused_before_launch",
-    "server_env",
-    "summarize_starts",
 ]

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from tuner.config.argv import Param, resolve_command
+from tuner.config.argv import resolve_command
 from tuner.config.spec import Choices, FlagValue, StudySpec
 from tuner.errors import UsageError
 
@@ -189,7 +189,7 @@ def _options(name: str, values: Sequence[object]) -> Iterator[str]:
         yield f"--no-{name}" if v is False else f"--{name}"
 
 
-def used_options(spec: StudySpec, sets: Mapping[str, Param] | None = None) -> list[tuple[str, str]]:
+def used_options(spec: StudySpec, sets: Mapping[str, FlagValue] | None = None) -> list[tuple[str, str]]:
     """``(where, option)`` for every option a trial of ``spec`` may pass (besides model, host and port)."""
     out: list[tuple[str, str]] = []
     for name, value in spec.server.args.items():
@@ -208,7 +208,7 @@ def used_options(spec: StudySpec, sets: Mapping[str, Param] | None = None) -> li
 
 
 def unknown_options(
-    spec: StudySpec, known: frozenset[str], sets: Mapping[str, Param] | None = None
+    spec: StudySpec, known: frozenset[str], sets: Mapping[str, FlagValue] | None = None
 ) -> list[str]:
     """One phrase per unknown option: ``search.max-num-seq: --max-num-seq (did you mean --max-num-seqs?)``."""
     out: list[str] = []
@@ -223,7 +223,7 @@ def unknown_options(
 
 def check_flags(
     spec: StudySpec,
-    sets: Mapping[str, Param] | None = None,
+    sets: Mapping[str, FlagValue] | None = None,
     *,
     on_build: Callable[[], None] | None = None,
     known: frozenset[str] | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 __all__ = [
     "Exposition",
@@ -28,11 +28,8 @@ __all__ = [
     "Sample",
     "VllmMetrics",
     "counter_delta",
-    "diff",
     "histogram_delta",
     "parse",
-    "scrape",
-    "values_by_name",
     "vllm_metrics",
 ]
 
@@ -386,37 +383,11 @@ def _histogram_delta(before: Histogram | None, after: Histogram | None) -> Histo
     return after if before is None else after.minus(before)
 
 
-def diff(before: VllmMetrics, after: VllmMetrics) -> VllmMetrics:
-    """The delta between two scrapes of one server: counters and histograms subtracted (a reset gives the
-    *after* value), gauges and ``cache_config`` taken from ``after``."""
-    return replace(
-        after,
-        ttft=_histogram_delta(before.ttft, after.ttft),
-        itl=_histogram_delta(before.itl, after.itl),
-        e2e=_histogram_delta(before.e2e, after.e2e),
-        queue_time=_histogram_delta(before.queue_time, after.queue_time),
-        generation_tokens=_counter_delta(before.generation_tokens, after.generation_tokens),
-        prompt_tokens=_counter_delta(before.prompt_tokens, after.prompt_tokens),
-        preemptions=_counter_delta(before.preemptions, after.preemptions),
-        prefix_cache_queries=_counter_delta(before.prefix_cache_queries, after.prefix_cache_queries),
-        prefix_cache_hits=_counter_delta(before.prefix_cache_hits, after.prefix_cache_hits),
-        requests_succeeded=_counter_delta(before.requests_succeeded, after.requests_succeeded),
-    )
-
-
 # ------------------------------------------------------------------------------------- name-level helpers
 
 
 def _expo(source: str | Exposition) -> Exposition:
     return parse(source) if isinstance(source, str) else source
-
-
-def values_by_name(source: str | Exposition) -> dict[str, list[float]]:
-    """Sample name -> its values over label sets, in exposition order."""
-    out: dict[str, list[float]] = {}
-    for s in _expo(source).samples:
-        out.setdefault(s.name, []).append(s.value)
-    return out
 
 
 def counter_delta(before: str | Exposition, after: str | Exposition, name: str) -> float | None:
@@ -431,25 +402,3 @@ def histogram_delta(
     None if absent after; a reset gives the after values."""
     h = _histogram_delta(_expo(before).histogram(name), _expo(after).histogram(name))
     return (h.sum, h.count) if h is not None else None
-
-
-# ------------------------------------------------------------------------------------------------ I/O
-
-
-def scrape(url: str, timeout_s: float = 5.0) -> str:
-    """GET ``url`` (``/metrics`` is appended to a bare ``http://host:port``) and return the text.
-
-    Synchronous and proxy-free; raises ``OSError`` (``urllib.error.URLError``) when the server does not
-    answer 200. From async code: ``await asyncio.to_thread(scrape, url)``.
-    """
-    import urllib.parse
-    import urllib.request
-
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.path in ("", "/"):
-        url = urllib.parse.urlunsplit(parsed._replace(path="/metrics"))
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=timeout_s) as resp:
-        body: bytes = resp.read()
-        charset = resp.headers.get_content_charset() or "utf-8"
-    return body.decode(charset, errors="replace")

@@ -19,7 +19,9 @@ Parsing and names are :mod:`tuner.measure.telemetry.prometheus`' (:func:`~tuner.
 counters and gauges are summed over label sets (engines, models), KV usage is averaged. A failed
 scrape is counted in ``errors`` and skipped; nothing here raises for a missing, slow or odd ``/metrics``.
 
-:func:`bottleneck` names why a trial is where it is; its rule is in its docstring.
+:func:`bottleneck` names why a trial is where it is; its rule is in its docstring. :func:`agreement` puts
+the server's own latency and token counts over the measured phase (two :func:`scrape_text` scrapes) beside
+the client's.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from typing import Any
 
 import aiohttp
 
-from tuner.measure.telemetry.prometheus import parse, vllm_metrics
+from tuner.measure.metrics import Summary
+from tuner.measure.telemetry.prometheus import counter_delta, histogram_delta, parse, vllm_metrics
 
 Clock = Callable[[], float]
 
@@ -222,6 +225,54 @@ class MetricsPoller:
         return compute_view(
             [(t, s) for t, s in self._stamped if inside(t)], errors=sum(1 for t in self._errors if inside(t))
         )
+
+
+# -- before and after the measured phase -------------------------------------------------------------------
+
+
+async def scrape_text(session: aiohttp.ClientSession, base_url: str) -> str | None:
+    """The ``/metrics`` text of the server at ``base_url``, or None when it does not answer 200 in 10 s."""
+    with contextlib.suppress(Exception):
+        async with session.get(base_url + "/metrics", timeout=aiohttp.ClientTimeout(total=10)) as r:
+            if r.status == 200:
+                return await r.text()
+    return None
+
+
+def agreement(before: str | None, after: str | None, steps: Sequence[Summary]) -> dict[str, Any]:
+    """The server's own view of the measured requests (the Prometheus deltas between the ``before`` and
+    ``after`` scrapes) beside the client's (its ``steps``): ``{"agreement": {...}}``, or {} without both."""
+    if before is None or after is None:
+        return {}
+    out: dict[str, Any] = {}
+    ttft = histogram_delta(before, after, "vllm:time_to_first_token_seconds")
+    itl = histogram_delta(before, after, "vllm:inter_token_latency_seconds") or histogram_delta(
+        before, after, "vllm:time_per_output_token_seconds"
+    )
+    gen = counter_delta(before, after, "vllm:generation_tokens_total")
+    if ttft and ttft[1] > 0:
+        out["server_ttft_mean_ms"] = ttft[0] / ttft[1] * 1e3
+        out["server_requests"] = int(ttft[1])
+    if itl and itl[1] > 0:
+        out["server_itl_mean_ms"] = itl[0] / itl[1] * 1e3
+    if gen is not None:
+        out["server_generation_tokens"] = int(gen)
+    out["client_generation_tokens"] = sum(s.generated_tokens_total for s in steps)
+    n = sum(s.completed for s in steps)
+    if n:
+        out["client_ttft_mean_ms"] = _weighted(steps, "ttft_ms")
+        out["client_itl_mean_ms"] = _weighted(steps, "itl_ms")
+    return {"agreement": out} if out else {}
+
+
+def _weighted(steps: Sequence[Summary], attr: str) -> float | None:
+    num = den = 0.0
+    for s in steps:
+        d = getattr(s, attr)
+        if d.count and math.isfinite(d.mean):
+            num += d.mean * d.count
+            den += d.count
+    return num / den if den else None
 
 
 # -- the one word ------------------------------------------------------------------------------------------

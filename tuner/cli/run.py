@@ -1,0 +1,77 @@
+"""``tuner run`` / ``tuner resume STUDY.yaml [--n-trials N] [--timeout 8h] [--storage URL]``: create the study
+or go on with it, up to its budget (``resume`` refuses a study that does not exist yet)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+from tuner.cli.common import preflight
+from tuner.cli.output import Console
+from tuner.config.spec import load_spec
+from tuner.errors import UsageError
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def add_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("study", help="the study file (YAML)")
+    c.add_argument("--n-trials", type=_positive_int, help="the budget of finished trials (stored)")
+    c.add_argument("--timeout", help="stop starting trials after this long: 8h, 30m, 90s")
+    c.add_argument("--storage", help="storage URL (default: the study file's, else sqlite beside it)")
+
+
+def handle(args: argparse.Namespace, console: Console) -> int:
+    from tuner.cli.progress_rich import RichReporter
+    from tuner.search.loop import run_study
+
+    spec = load_spec(args.study)
+    timeout = parse_duration(args.timeout) if args.timeout else None
+    if args.storage is not None:
+        from tuner.search.storage import parse_url
+
+        parse_url(args.storage)
+    preflight(spec, console)
+    with RichReporter() as reporter:
+        outcome = run_study(
+            spec,
+            n_trials=args.n_trials,
+            timeout_s=timeout,
+            storage_url=args.storage,
+            reporter=reporter,
+            must_exist=args.command == "resume",
+        )
+    note = f" (repaired interrupted trials {outcome.repaired})" if outcome.repaired else ""
+    console.info(
+        f"study {outcome.study_name}: {outcome.complete}/{outcome.budget} trials finished, "
+        f"{outcome.told} in this run, stopped by {outcome.stopped}{note}"
+    )
+    console.info(f"see the front: tuner pareto {args.study}")
+    return 0
+
+
+def parse_duration(text: str) -> float:
+    """``"8h"``, ``"30m"``, ``"90s"``, ``"1h30m"``, ``"3600"`` -> seconds. Raises :class:`UsageError`."""
+    t = text.strip().lower()
+    try:
+        seconds = float(t)
+    except ValueError:
+        parts = _DURATION_RE.findall(t)
+        if not parts or "".join(n + u for n, u in parts) != t:
+            raise UsageError(f"--timeout {text!r}: write it like 8h, 30m, 90s or 1h30m") from None
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"--timeout {text!r}: must be positive")
+    return seconds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n

@@ -1,0 +1,61 @@
+"""``tuner status [STUDY.yaml] [--storage URL] [--json]``: studies, trials done/failed/running, best so far,
+time left and server starts. The figures are :func:`tuner.report.status.study_status`'s; this prints them."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tuner.cli.output import Console
+from tuner.config.paths import default_storage
+from tuner.config.spec import load_spec
+from tuner.errors import EXIT_BAD_INPUT, UsageError
+
+
+def add_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("study", nargs="?")
+    c.add_argument("--storage")
+    c.add_argument("--json", action="store_true")
+
+
+def handle(args: argparse.Namespace, console: Console) -> int:
+    import optuna
+
+    from tuner.report.status import describe_starts, human_duration, study_status
+    from tuner.search.storage import open_storage, storage_errors
+
+    console.json_mode = args.json
+    spec = load_spec(args.study) if args.study else None
+    url = args.storage or (default_storage(spec) if spec else None)
+    if url is None:
+        console.abort("status: give a study file or --storage URL", EXIT_BAD_INPUT)
+    st = open_storage(url, create=False)
+    with storage_errors(url):
+        names = [spec.name] if spec else sorted(s.study_name for s in optuna.get_all_study_summaries(st))
+        rows = [study_status(optuna.load_study(study_name=n, storage=st)) for n in names if _exists(st, n)]
+    if spec and not rows:
+        raise UsageError(f"no study named {spec.name!r} in {url}")
+    if args.json:
+        console.json(rows)
+        return 0
+    if not rows:
+        console.info(f"no studies in {url}")
+    for r in rows:
+        left = "" if r["time_left_s"] is None else f", about {human_duration(r['time_left_s'])} left"
+        console.print(
+            f"{r['study']}: {r['finished']}/{r['budget']} finished ({r['ok']} measured, {r['failed']} failed), "
+            f"{r['running']} running, {r['queued']} queued, {r['interrupted']} interrupted{left}; "
+            f"best so far: {r['best'] or '-'}"
+        )
+        starts = describe_starts(r["starts"])
+        if starts:
+            console.print(f"  server starts: {starts}")
+    return 0
+
+
+def _exists(storage: Any, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True

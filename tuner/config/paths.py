@@ -1,0 +1,70 @@
+"""Where a study's files are: the folder its relative paths start from, its model folders, its storage URL
+and its per-trial logs. Reads the file system (existence only); writes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuner.config.spec import Checkpoint, Choices, StudySpec
+from tuner.errors import SpecError
+
+
+def study_dir(spec: StudySpec) -> Path:
+    """The folder relative paths in the study file are resolved against."""
+    return Path(spec.source).resolve().parent if spec.source and spec.source != "<study>" else Path.cwd()
+
+
+def resolve_model(spec: StudySpec, model: str | None = None) -> str:
+    """A local folder is made absolute: looked up beside the study file first, then in the working
+    directory. Anything else (a hub name such as ``meta-llama/Llama-3.1-8B-Instruct``) is unchanged."""
+    m = model or spec.model
+    p = Path(m).expanduser()
+    for base in (study_dir(spec), Path.cwd()):
+        cand = p if p.is_absolute() else base / p
+        if cand.exists():
+            return str(cand.resolve())
+    if m.startswith(("./", "../", "/", "~")):
+        return str((study_dir(spec) / p).resolve())  # a path that does not exist: preflight says so
+    return m
+
+
+def check_models(spec: StudySpec) -> None:
+    """Refuse a model given as a path (``./``, ``../``, ``/``, ``~``) that is not a folder, for the study's
+    model and every checkpoint choice. Raises :class:`SpecError` (one line). Hub names are not checked."""
+    source = spec.source or "<study>"
+    wanted: list[tuple[str, str]] = [("model", spec.model)]
+    for k, entry in spec.search.items():
+        if isinstance(entry, Choices):
+            wanted += [(f"search.{k}", c.model) for c in entry.choices if isinstance(c, Checkpoint)]
+    for key, m in wanted:
+        if not m.startswith(("./", "../", "/", "~")):
+            continue
+        path = Path(resolve_model(spec, m))
+        if not path.exists():
+            where = f"{study_dir(spec)} and {Path.cwd()}" if not Path(m).expanduser().is_absolute() else ""
+            raise SpecError(
+                source, key, f"model folder {m} does not exist" + (f" (looked in {where})" if where else "")
+            )
+        if not path.is_dir():
+            raise SpecError(source, key, f"model {m} is a file; give the model's folder")
+
+
+def default_storage(spec: StudySpec) -> str:
+    """The storage URL: the file's ``storage`` (a relative sqlite path is taken from the working directory,
+    as SQLAlchemy reads it, and made absolute), else ``sqlite:///<study dir>/<name>.db``."""
+    if spec.storage is None:
+        return f"sqlite:///{study_dir(spec) / (spec.name + '.db')}"
+    url = spec.storage
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url.removeprefix("sqlite:///")
+        if rel and rel != ":memory:":
+            return f"sqlite:///{(Path.cwd() / rel).resolve()}"
+    return url
+
+
+def runs_dir(spec: StudySpec) -> Path:
+    """Where per-trial server logs go."""
+    if spec.results_dir:
+        return (study_dir(spec) / spec.results_dir).resolve()
+    return study_dir(spec) / f"{spec.name}.runs"
