@@ -14,8 +14,8 @@ For every scenario (``h200-llama8b``, the space of ``studies/h200-llama8b.yaml``
 max-num-seqs and max-num-batched-tokens as power-of-two choice lists, where keys repeat):
 
 1. the exhaustive optimum over the scenario's fine grid (``bench/search_efficiency.py``'s grid machinery and
-   capacity-mode objective; ``h200-llama8b`` uses the study file's capacity levels 32, 64, 128, 256 with 256
-   requests a step);
+   capacity-mode objective: tuner's own capacity rule with the scenario's ``capacity``; ``h200-llama8b`` uses
+   the study file's, levels 32, 64, 128, 256 with 256 requests a step, the others a study file's default);
 2. per mode and seed, an ask/tell study as tuner's study loop runs it (``tuner.search.loop._Loop``): the sampler of
    ``make_sampler("tpe")`` over the study's space, single objective (the capacity score), constraints by
    ``trial.set_constraint``; trial 0 the baseline (vLLM's defaults: no params, the fixed flags only, as
@@ -47,7 +47,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -66,21 +66,22 @@ from scenarios import LLAMA_8B, SCENARIOS, Param, Scenario, Value  # noqa: E402
 from search_efficiency import (  # noqa: E402
     FAILED_KEY,
     FAILURE_VIOLATION,
-    LEVELS,
     Outcome,
     Point,
-    _requests,
     _suggest,
+    evaluate,
     grid_table,
 )
 from search_efficiency import write_doc as write_marked_doc  # noqa: E402
 
 from tuner.config.space import prelaunch_violation  # noqa: E402
+from tuner.config.spec import CapacitySpec  # noqa: E402
 from tuner.measure.memory import check_fits  # noqa: E402
-from tuner.search.restart_cost import Launch, RestartCost, compile_key, summarize_starts  # noqa: E402
+from tuner.report.status import summarize_starts  # noqa: E402
+from tuner.search.record import ATTR_BASELINE, is_baseline  # noqa: E402
+from tuner.search.restart_cost import Launch, RestartCost, compile_key  # noqa: E402
 from tuner.search.samplers import make_sampler, set_trial_cost  # noqa: E402
-from tuner.sim.args import config_from_flags  # noqa: E402
-from tuner.sim.engine import SimWorkload, StartupError, capacity, plan_engine  # noqa: E402
+from tuner.sim.engine import SimWorkload  # noqa: E402
 from tuner.sim.hardware import get_hardware  # noqa: E402
 from tuner.sim.model_shape import BUILTIN  # noqa: E402
 
@@ -124,11 +125,8 @@ H200 = Scenario(
     slo={"ttft_p99": 1000.0, "itl_p99": 50.0},
     params=H200_PARAMS,
     fixed={},  # max-model-len: vLLM's default (131072), as the study file leaves it
+    capacity=CapacitySpec(levels=[32, 64, 128, 256], requests_per_step=256, stop_factor=2.0),
 )
-#: capacity levels and requests per level by scenario (others: search_efficiency's ladder)
-CAPACITY: dict[str, tuple[tuple[int, ...], Callable[[int], int]]] = {
-    H200.name: ((32, 64, 128, 256), lambda level: 256),
-}
 #: choice lists a study file would give for max-num-seqs and max-num-batched-tokens (powers of two, a subset
 #: of the fine grids): the ``-lists`` twins of the scenarios, whose compile keys repeat
 LIST_CHOICES: dict[str, tuple[int, ...]] = {
@@ -168,27 +166,6 @@ def _failed(sc: Scenario, failure: str) -> Outcome:
     return Outcome(0.0, cons, False, failure=failure, kv_limited=False)
 
 
-def evaluate(sc: Scenario, flags: Mapping[str, Value | None]) -> Outcome:
-    """The capacity-mode objective at ``flags`` (``search_efficiency.evaluate`` with the scenario's levels)."""
-    levels, per = CAPACITY.get(sc.name, (LEVELS, _requests))
-    try:
-        plan = plan_engine(config_from_flags(sc.model, dict(flags), sc.hardware))
-    except StartupError as e:
-        return _failed(sc, e.failure)
-    res = capacity(plan, sc.workload, sc.slo, levels=levels, requests_per_level=per)
-    s = res.steps[res.best if res.best is not None else 0][1]
-    cons = {k: min(s.metric(k) / lim - 1.0, FAILURE_VIOLATION) for k, lim in sc.slo.items()}
-    cons = {k: (v if math.isfinite(v) else FAILURE_VIOLATION) for k, v in cons.items()}
-    cons[FAILED_KEY] = 0.0
-    return Outcome(
-        s.output_throughput_tok_s,
-        cons,
-        res.best is not None,
-        kv_limited=res.kv_limited,
-        preemptions=res.preemptions,
-    )
-
-
 def refused(sc: Scenario, flags: Mapping[str, Value | None]) -> str | None:
     """Why tuner refuses ``flags`` before launch: its pre-launch rules, then its memory check (run on a GPU
     host with the model's config.json), or None."""
@@ -219,7 +196,7 @@ def _eval_group(points: list[Point]) -> list[tuple[Point, Outcome]]:
         if prev is not None and prev.failure is None and not prev.kv_limited:
             o = prev
         else:
-            o = evaluate(sc, effective_flags(sc, sc.flags(pt)))
+            o = evaluate(sc, (), flags=effective_flags(sc, sc.flags(pt)))
         out.append((pt, o))
         prev = o
     return out
@@ -234,7 +211,7 @@ def grid(
         parent = next(s for s in ALL_SCENARIOS if s.name == sc.name.removesuffix(LISTS_SUFFIX))
         full = (done or {}).get(parent.name) or grid(parent, procs)
         return {pt: full[pt] for pt in sc.points()}
-    if "enable-prefix-caching" in sc.space and sc.name not in CAPACITY:
+    if "enable-prefix-caching" in sc.space:
         return grid_table(sc, procs)
     global _GRID_SC
     _GRID_SC = sc
@@ -322,7 +299,7 @@ def search(task: tuple[str, str, int]) -> Run:
         cost_aware = mode != "off" and set_trial_cost(sampler, None, mode)
         if mode != "off" and not cost_aware:
             raise RuntimeError("the sampler is not cost-aware")
-        study.enqueue_trial({}, user_attrs={"is_baseline": True}, skip_if_exists=False)
+        study.enqueue_trial({}, user_attrs={ATTR_BASELINE: True}, skip_if_exists=False)
         launches: list[Launch] = []
         started: set[str] = set()
         clock = best = 0.0
@@ -336,7 +313,7 @@ def search(task: tuple[str, str, int]) -> Run:
             if cost_aware:
                 set_trial_cost(sampler, cost, mode)
             trial = study.ask()
-            is_base = bool(trial.user_attrs.get("is_baseline"))
+            is_base = is_baseline(trial)
             params = {} if is_base else {name: _suggest(trial, name, d) for name, d in sc.space.items()}
             flags = effective_flags(sc, params)
             key = compile_key(flags, sc.model)
@@ -550,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_sim = len({id(o) for o in table.values()})
         n_keys = len({compile_key(effective_flags(sc, sc.flags(p)), sc.model) for p in table})
         tables[sc.name] = table
-        base[sc.name] = evaluate(sc, effective_flags(sc, {}))
+        base[sc.name] = evaluate(sc, (), flags=effective_flags(sc, {}))
         dflt = base[sc.name].score if base[sc.name].feasible else 0.0
         info[sc.name] = (opt, best_pt, len(table), n_sim, n_keys, dflt)
         print(

@@ -5,9 +5,11 @@ objective is evaluated on: a sampled value is snapped to the nearest grid value 
 ranges), so the objective every sampler sees is the simulator's answer at that grid point, and the grid's
 best feasible point is the exact optimum of that objective.
 
-Objective of a configuration: tuner's capacity mode on the simulator — closed-loop concurrency 1, 2, 4 ...
-256 (stopping past ``max-num-seqs`` or once a latency exceeds twice its limit), ``max(3 x level, 32)``
-requests per step; the score is the output throughput of the best step meeting the SLO.
+Objective of a configuration: tuner's own capacity rule (:mod:`tuner.measure.capacity`, through
+:func:`tuner.sim.engine.capacity`) with the scenario's ``capacity`` — by default a study file's default
+``capacity:`` (concurrency 1, 2, 4 ... 256; ``max(8, 4 x level, requests / 4)`` requests per step; stop once a
+latency reaches twice its limit, or throughput saturates with the SLO broken) — each step simulated; the
+score is the output throughput of the best step meeting the SLO.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from tuner.config.spec import CapacitySpec
 from tuner.sim.engine import SimWorkload
 
 Value = bool | int | float | str
@@ -95,6 +98,7 @@ class Scenario:
     slo: dict[str, float]
     params: tuple[Param, ...]
     fixed: dict[str, Value] = field(default_factory=dict)
+    capacity: CapacitySpec = field(default_factory=CapacitySpec)  # the study file's ``workload.capacity``
 
     @property
     def space(self) -> dict[str, BaseDistribution]:

@@ -5,9 +5,11 @@
 
 For every scenario of ``bench/scenarios.py``:
 
-1. the exhaustive optimum — every point of the fine grid run through the simulator in capacity mode (the
-   objective: output throughput of the best load step meeting the SLO; configurations vLLM refuses and
-   configurations with no feasible step are infeasible);
+1. the exhaustive optimum — every point of the fine grid run through the simulator under tuner's own
+   capacity rule (``tuner.measure.capacity`` via ``tuner.sim.engine.capacity``, with the scenario's
+   ``capacity``: a study file's default unless the scenario says otherwise; the objective: output throughput
+   of the best load step meeting the SLO; configurations vLLM refuses and configurations with no feasible
+   step are infeasible);
 2. ``--seeds`` (default 20) independent searches of up to 40 trials per method: tuner's default sampler
    (``make_sampler("tpe")``), Optuna's TPE with its own defaults, TPE variants, GP, NSGA-II, random search,
    and the max-num-seqs x max-num-batched-tokens grid of vLLM's ``benchmarks/auto_tune/auto_tune.sh``
@@ -35,7 +37,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,39 +82,30 @@ class Outcome:
     preemptions: int = 0
 
 
-#: the capacity ladder: concurrency stepped by sqrt(2) (tuner's capacity.factor 1.41), finer than the
-#: default doubling so that configurations one doubling apart in capacity do not tie
-LEVELS = (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256)
-
-
 def defaults_outcome(sc: Scenario) -> Outcome:
     """vLLM's defaults for the searched flags (the baseline trial tuner runs first)."""
     return evaluate(sc, (), flags=dict(sc.fixed))
 
 
-def _requests(level: int) -> int:
-    return max(3 * level, 32)
-
-
-def evaluate(sc: Scenario, point: Point, flags: dict[str, Value] | None = None) -> Outcome:
-    """The objective at one grid point (capacity mode on the simulator), or at explicit ``flags``."""
+def evaluate(sc: Scenario, point: Point, flags: Mapping[str, Value | None] | None = None) -> Outcome:
+    """The objective at one grid point, or at explicit ``flags``: tuner's capacity rule on the simulator.
+    Constraint values are those of the step tuner scores (the best meeting the SLO, else the nearest miss)."""
     flags = sc.flags(point) if flags is None else flags
     try:
-        plan = plan_engine(config_from_flags(sc.model, flags, sc.hardware))
+        plan = plan_engine(config_from_flags(sc.model, dict(flags), sc.hardware))
     except StartupError as e:
         cons = {k: FAILURE_VIOLATION for k in sc.slo}
         cons[FAILED_KEY] = 1.0
         return Outcome(0.0, cons, False, failure=e.failure, kv_limited=False)
-    res = capacity(plan, sc.workload, sc.slo, levels=LEVELS, requests_per_level=_requests)
-    idx = res.best if res.best is not None else 0
-    s = res.steps[idx][1]
+    res = capacity(plan, sc.workload, sc.slo, sc.capacity)
+    s = res.steps[res.scored][1]
     cons = {k: min(s.metric(k) / lim - 1.0, FAILURE_VIOLATION) for k, lim in sc.slo.items()}
     cons = {k: (v if math.isfinite(v) else FAILURE_VIOLATION) for k, v in cons.items()}
     cons[FAILED_KEY] = 0.0
     return Outcome(
         s.output_throughput_tok_s,
         cons,
-        res.best is not None,
+        res.feasible,
         kv_limited=res.kv_limited,
         preemptions=res.preemptions,
     )
@@ -305,13 +298,29 @@ def _pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q, method="inverted_cdf"))
 
 
+Optimum = tuple[float, Point, int, int, float, float]
+"""A scenario's optimum score and point, grid points, simulated points, P(random >= 95%), defaults' score."""
+
+
 def report(
     results: dict[tuple[str, str], list[list[float]]],
     random_long: dict[str, list[list[float]]],
-    optimum: dict[str, tuple[float, Point, int, int, float, float]],
+    optimum: dict[str, Optimum],
     scenarios: Sequence[Scenario],
     elapsed: float,
 ) -> list[str]:
+    """The tables and goal lines written between the doc's search markers."""
+    lines = _optimum_lines(optimum, scenarios)
+    rows, pooled = _scenario_rows(results, random_long, scenarios)
+    lines += rows
+    lines += _pooled_lines(pooled)
+    lines += _goal_lines(pooled, results, random_long, optimum, scenarios)
+    lines.append("")
+    lines.append(f"Wall time {elapsed:.0f} s on {os.cpu_count()} cores.")
+    return lines
+
+
+def _optimum_lines(optimum: dict[str, Optimum], scenarios: Sequence[Scenario]) -> list[str]:
     lines: list[str] = []
     lines.append(
         "| scenario | grid points (simulated) | optimum tok/s | optimum config | vLLM defaults | "
@@ -323,6 +332,15 @@ def report(
         cfg = ", ".join(f"{k}={v}" for k, v in sc.flags(pt).items() if k != "max-model-len")
         lines.append(f"| {sc.name} | {n:,} ({n_sim:,}) | {opt:,.0f} | {cfg} | {dflt / opt:.0%} | {p95:.2%} |")
     lines.append("")
+    return lines
+
+
+def _scenario_rows(
+    results: dict[tuple[str, str], list[list[float]]],
+    random_long: dict[str, list[list[float]]],
+    scenarios: Sequence[Scenario],
+) -> tuple[list[str], dict[str, list[float]]]:
+    lines: list[str] = []
     head = "| scenario | method | seeds | " + " | ".join(f"k={k} median / worst 10%" for k in KS)
     head += " | trials to 95%: median / worst 10% | <= 15 trials |"
     lines.append(head)
@@ -351,6 +369,11 @@ def report(
                 + " | ".join(cols)
                 + f" | {_fmt_trials(med, cap)} / {_fmt_trials(worst, cap)} | {within:.0%} |"
             )
+    return lines, pooled
+
+
+def _pooled_lines(pooled: dict[str, list[float]]) -> list[str]:
+    lines: list[str] = []
     lines.append("")
     lines.append("Pooled over scenarios and seeds (trials to reach 95% of the optimum):")
     lines.append("")
@@ -362,6 +385,17 @@ def report(
             f"| {method} | {len(tt)} | {_fmt_trials(_pct(tt, 50), cap)} | {_fmt_trials(_pct(tt, 90), cap)} "
             f"| {np.mean([t <= 15 for t in tt]):.0%} | {np.mean([t <= 40 for t in tt]):.0%} |"
         )
+    return lines
+
+
+def _goal_lines(
+    pooled: dict[str, list[float]],
+    results: dict[tuple[str, str], list[list[float]]],
+    random_long: dict[str, list[list[float]]],
+    optimum: dict[str, Optimum],
+    scenarios: Sequence[Scenario],
+) -> list[str]:
+    lines: list[str] = []
     d = pooled.get(DEFAULT, [])
     r = pooled.get("random", [])
     if d and r:
@@ -396,8 +430,6 @@ def report(
             + ", ".join(per_sc)
             + "."
         )
-    lines.append("")
-    lines.append(f"Wall time {elapsed:.0f} s on {os.cpu_count()} cores.")
     return lines
 
 
@@ -462,6 +494,48 @@ def write_doc(
     doc.write_text(text, encoding="utf-8")
 
 
+def _optimum(sc: Scenario, procs: int, t0: float) -> tuple[dict[Point, Outcome], Optimum] | None:
+    """The scenario's exhaustive table and its optimum (None when no grid point is feasible)."""
+    t = time.monotonic()
+    table = grid_table(sc, procs)
+    feas = {p: o for p, o in table.items() if o.feasible}
+    if not feas:
+        return None
+    best_pt = max(feas, key=lambda p: feas[p].score)
+    opt = feas[best_pt].score
+    p95 = sum(sc.point_measure(p) for p, o in feas.items() if o.score >= 0.95 * opt)
+    n_sim = len({id(o) for o in table.values()})
+    dflt = defaults_outcome(sc)
+    print(
+        f"[{time.monotonic() - t0:5.0f}s] {sc.name}: {len(table)} points ({n_sim} simulated, "
+        f"{time.monotonic() - t:.0f} s), optimum {opt:,.0f} tok/s, {len(feas)} feasible",
+        flush=True,
+    )
+    return table, (opt, best_pt, len(table), n_sim, p95, dflt.score if dflt.feasible else 0.0)
+
+
+def _tasks(
+    scenarios: Sequence[Scenario], methods: Sequence[str], seeds: int, gp_seeds: int, seed_base: int
+) -> list[tuple[str, str, int, int]]:
+    """(scenario, method, seed, trials) of every search, slow ones first so that the workers finish together."""
+    tasks: list[tuple[str, str, int, int]] = []
+    for sc in scenarios:
+        for m in methods:
+            n_seeds = gp_seeds if m == "gp" else seeds
+            tasks += [(sc.name, m, seed_base + seed, K_MAX) for seed in range(n_seeds)]
+        tasks += [(sc.name, m, 0, K_MAX) for m in DETERMINISTIC]
+        tasks += [
+            (sc.name, m, seed_base + seed, K_MAX)
+            for m in WITH_BASELINE
+            if m.removesuffix(BASELINE_SUFFIX) in methods
+            for seed in range(seeds)
+        ]
+        if "random" in methods:
+            tasks += [(sc.name, "random-long", seed_base + seed, RANDOM_LONG) for seed in range(seeds)]
+    tasks.sort(key=lambda t: (t[1] != "gp", t[1] == "random-long"))
+    return tasks
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20)
@@ -493,44 +567,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     gp_seeds = min(args.gp_seeds, seeds)
 
     tables: dict[str, dict[Point, Outcome]] = {}
-    optimum: dict[str, tuple[float, Point, int, int, float, float]] = {}
+    optimum: dict[str, Optimum] = {}
     for sc in scenarios:
-        t = time.monotonic()
-        table = grid_table(sc, args.procs)
-        feas = {p: o for p, o in table.items() if o.feasible}
-        if not feas:
+        found = _optimum(sc, args.procs, t0)
+        if found is None:
             print(f"{sc.name}: no feasible configuration on the grid", file=sys.stderr)
             return 1
-        best_pt = max(feas, key=lambda p: feas[p].score)
-        opt = feas[best_pt].score
-        p95 = sum(sc.point_measure(p) for p, o in feas.items() if o.score >= 0.95 * opt)
-        n_sim = len({id(o) for o in table.values()})
-        tables[sc.name] = table
-        dflt = defaults_outcome(sc)
-        optimum[sc.name] = (opt, best_pt, len(table), n_sim, p95, dflt.score if dflt.feasible else 0.0)
-        print(
-            f"[{time.monotonic() - t0:5.0f}s] {sc.name}: {len(table)} points ({n_sim} simulated, "
-            f"{time.monotonic() - t:.0f} s), optimum {opt:,.0f} tok/s, {len(feas)} feasible",
-            flush=True,
-        )
+        tables[sc.name], optimum[sc.name] = found
 
     _init_tables(tables, {k: v[0] for k, v in optimum.items()})
-    tasks: list[tuple[str, str, int, int]] = []
-    for sc in scenarios:
-        for m in methods:
-            n_seeds = gp_seeds if m == "gp" else seeds
-            tasks += [(sc.name, m, args.seed_base + seed, K_MAX) for seed in range(n_seeds)]
-        tasks += [(sc.name, m, 0, K_MAX) for m in DETERMINISTIC]
-        tasks += [
-            (sc.name, m, args.seed_base + seed, K_MAX)
-            for m in WITH_BASELINE
-            if m.removesuffix(BASELINE_SUFFIX) in methods
-            for seed in range(seeds)
-        ]
-        if "random" in methods:
-            tasks += [(sc.name, "random-long", args.seed_base + seed, RANDOM_LONG) for seed in range(seeds)]
-    # slow ones first so that the two workers finish together
-    tasks.sort(key=lambda t: (t[1] != "gp", t[1] == "random-long"))
+    tasks = _tasks(scenarios, methods, seeds, gp_seeds, args.seed_base)
     results: dict[tuple[str, str], list[list[float]]] = {}
     random_long: dict[str, list[list[float]]] = {}
 

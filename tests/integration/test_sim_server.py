@@ -178,7 +178,8 @@ def test_tuner_run_study_against_the_simulator(tiny_model: Path, tmp_path: Path)
     import yaml
 
     from tuner.cli.main import main as tuner_main
-    from tuner.config.spec import default_storage, load_spec
+    from tuner.config.paths import default_storage
+    from tuner.config.spec import load_spec
 
     study = {
         "name": "sim-e2e",

@@ -53,3 +53,49 @@ def test_should_stop() -> None:
     assert capacity.should_stop(flat, {}, 2.0, 0.05) == "throughput saturated"
     growing = [step(100, 200), step(200, 300), step(400, 1100)]
     assert capacity.should_stop(growing, SLO, 2.0, 0.05) is None
+
+
+def test_run_ladder_steps_until_the_stop_rule_and_scores_like_scored_step() -> None:
+    script = {
+        1: step(100, 200),
+        2: step(180, 500),
+        4: step(250, 1200),
+        8: step(260, 2500),
+        16: step(270, 900),
+    }
+    calls: list[tuple[int, float, int]] = []
+
+    def measure(i: int, level: float, n: int) -> Summary:
+        calls.append((i, level, n))
+        return script[int(level)]
+
+    cap = CapacitySpec(max_level=16)
+    lad = capacity.run_ladder(cap, 40, False, SLO, 0.05, measure)
+    assert [c[1] for c in calls] == [1, 2, 4, 8]  # 8 is 2.5x the TTFT limit: stop
+    assert [c[2] for c in calls] == [capacity.step_requests(lv, 40, cap, False) for lv in (1, 2, 4, 8)]
+    assert lad.levels == [1, 2, 4, 8] and lad.stop is not None and lad.stop.startswith("SLO broken")
+    assert lad.scored == capacity.scored_step(lad.steps, SLO, 0.05) == 1 and lad.feasible
+
+
+def test_run_ladder_without_a_feasible_step_scores_the_nearest_miss() -> None:
+    lad = capacity.run_ladder(
+        CapacitySpec(levels=[1, 2]), None, True, SLO, 0.05, lambda i, lv, n: step(100 * lv, 1500 * lv)
+    )
+    assert lad.scored == 0 and not lad.feasible
+
+
+def test_one_limit_rule_for_steps_and_requests() -> None:
+    from tuner.measure import slo
+
+    assert slo.within(50.0, 50.0) and not slo.within(50.01, 50.0) and not slo.within(float("nan"), 50.0)
+    assert slo.ratio(float("nan"), 10.0) == float("inf") and slo.ratio(5.0, 10.0) == 0.5
+    assert [slo.request_latency(n) for n in ("ttft_p99", "itl_p99", "tpot_p50", "e2e_p90", "goodput")] == [
+        "ttft",
+        "tpot",
+        "tpot",
+        "e2e",
+        None,
+    ]
+    edge = step(100, 1000.0, 50.0)  # exactly at both limits: meets
+    assert capacity.meets(edge, SLO, 0.05)
+    assert not capacity.meets(step(100, 1000.0001, 50.0), SLO, 0.05)

@@ -307,3 +307,43 @@ def test_every_profile_plans_an_8b_or_7b_awq_model() -> None:
             model, quant = "Qwen/Qwen2.5-7B-Instruct-AWQ", None
         p = plan_engine(SimConfig(model=model, hardware=name, max_model_len=4096, quantization=quant))
         assert p.num_blocks > 0 and math.isfinite(p.step_time(512, 8, 1e5, 4096))
+
+
+def test_capacity_runs_tuners_rule() -> None:
+    """The simulator's capacity mode is tuner's: its levels, requests per step, stop rule and scored step."""
+    from tuner.config.spec import CapacitySpec
+    from tuner.measure import capacity as rule
+
+    w = SimWorkload(input_tokens=512, output_tokens=128, requests=64)
+    slo = {"itl_p99": 60.0, "ttft_p99": 2000.0}
+    cap = CapacitySpec(max_level=64)
+    res = capacity(h100(max_num_seqs=64), w, slo, cap)
+    levels = [lv for lv, _ in res.steps]
+    assert levels == rule.levels(cap)[: len(levels)]
+    steps = [s for _, s in res.steps]
+    assert res.scored == rule.scored_step(steps, slo, 0.05)
+    for k in range(1, len(steps)):  # it stopped exactly where the rule says
+        assert (rule.should_stop(steps[:k], slo, cap.stop_factor, 0.05) is None) == (k < len(steps))
+    first = simulate(
+        h100(max_num_seqs=64), w.with_(concurrency=1, requests=rule.step_requests(1, 64, cap, False))
+    )
+    assert steps[0].output_throughput_tok_s == first.summary.output_throughput_tok_s
+
+
+def test_memory_is_tuners_model() -> None:
+    """Weights and KV bytes per token of a plan are tuner's predictive memory check's figures."""
+    from tuner.measure import memory
+    from tuner.sim.model_shape import BUILTIN
+
+    cfg = {k: v for k, v in BUILTIN["meta-llama/llama-3.1-8b-instruct"].items() if k != "_name"}
+    for flags, sim_kw in (
+        ({}, {}),
+        ({"kv-cache-dtype": "fp8"}, {"kv_cache_dtype": "fp8"}),
+        ({"quantization": "fp8"}, {"quantization": "fp8"}),
+        ({"tensor-parallel-size": 2}, {"tensor_parallel_size": 2}),
+    ):
+        plan = plan_engine(
+            SimConfig(model="meta-llama/Llama-3.1-8B-Instruct", hardware="H100", max_model_len=8192, **sim_kw)
+        )
+        assert plan.weight_bytes == pytest.approx(memory.weight_bytes(cfg, flags), abs=1)
+        assert plan.kv_bytes_per_token == memory.kv_bytes_per_token(cfg, flags)

@@ -9,14 +9,21 @@ latency percentiles still meet every SLO limit. Every step is kept as a point of
 Stepping stops after a step whose latency exceeds ``stop_factor`` x its limit (the SLO is clearly broken:
 higher load only queues more), after one that failed too many requests, or when throughput has stopped
 growing (< ``min_gain`` over the best so far for two steps in a row) with no SLO to guide it.
+
+This is the one capacity rule: tuner's trial runner, the simulator (:func:`tuner.sim.engine.capacity`) and
+the benchmarks all step through :func:`levels` with :func:`step_requests`, stop by :func:`should_stop` and
+score :func:`scored_step`; :func:`run_ladder` is that loop for a synchronous ``measure``. Limits are judged by
+:mod:`tuner.measure.slo`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from tuner.config.spec import CapacitySpec
 from tuner.measure.metrics import Summary
+from tuner.measure.slo import ratio, within
 
 MIN_GAIN = 0.05
 
@@ -47,18 +54,14 @@ def step_requests(level: float, requests: int | None, cap: CapacitySpec, is_rate
 
 def violations(summary: Summary, slo: Mapping[str, float]) -> dict[str, float]:
     """``{metric: observed / limit}`` for each SLO limit (a missing figure counts as broken: ``inf``)."""
-    out: dict[str, float] = {}
-    for name, limit in slo.items():
-        v = summary.metric(name)
-        out[name] = v / limit if v == v else float("inf")  # nan -> inf
-    return out
+    return {name: ratio(summary.metric(name), limit) for name, limit in slo.items()}
 
 
 def meets(summary: Summary, slo: Mapping[str, float], max_failed_fraction: float) -> bool:
     """Whether one step is within every SLO limit and did not fail too many requests."""
     if summary.completed == 0 or summary.failed_fraction > max_failed_fraction:
         return False
-    return all(r <= 1.0 for r in violations(summary, slo).values())
+    return all(within(summary.metric(name), limit) for name, limit in slo.items())
 
 
 def should_stop(
@@ -92,3 +95,39 @@ def scored_step(steps: Sequence[Summary], slo: Mapping[str, float], max_failed_f
     if not done:
         return 0
     return min(done, key=lambda i: max(violations(steps[i], slo).values(), default=0.0))
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """One capacity run: the levels stepped through, their summaries, the scored step's index, why stepping
+    stopped (``None``: the ladder ran out) and whether the scored step meets the SLO (else it is the nearest
+    miss)."""
+
+    levels: list[float]
+    steps: list[Summary]
+    scored: int
+    stop: str | None
+    feasible: bool
+
+
+def run_ladder(
+    cap: CapacitySpec,
+    requests: int | None,
+    is_rate: bool,
+    slo: Mapping[str, float],
+    max_failed_fraction: float,
+    measure: Callable[[int, float, int], Summary],
+) -> Ladder:
+    """Step through :func:`levels` calling ``measure(index, level, requests)`` (requests from
+    :func:`step_requests`) until :func:`should_stop` says so; score by :func:`scored_step`."""
+    done: list[float] = []
+    steps: list[Summary] = []
+    why: str | None = None
+    for i, level in enumerate(levels(cap)):
+        steps.append(measure(i, level, step_requests(level, requests, cap, is_rate)))
+        done.append(level)
+        why = should_stop(steps, slo, cap.stop_factor, max_failed_fraction)
+        if why is not None:
+            break
+    idx = scored_step(steps, slo, max_failed_fraction)
+    return Ladder(done, steps, idx, why, meets(steps[idx], slo, max_failed_fraction))

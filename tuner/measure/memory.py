@@ -35,6 +35,10 @@ whose architecture the estimate does not know gives ``fits=True, known=False``.
   ``--cpu-offload-gb`` moves that much of the weights off the GPU.
 
 Flags are given as tuner's flag dict (``{"max-model-len": 4096, ...}``; ``_`` spellings are accepted too).
+
+This is the one memory model: the simulator (:mod:`tuner.sim.model_shape`, :func:`tuner.sim.engine.plan_engine`)
+counts parameters with :func:`param_count`, sizes them with :data:`DTYPE_BYTES`, :func:`int_quant_bytes` and
+:func:`weights_per_gpu`, and sizes the KV cache with :func:`kv_element_bytes` and :func:`kv_token_bytes`.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
 DEFAULT_BLOCK_SIZE = 16
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 
-_DTYPE_BYTES = {
+#: bytes per element by dtype name (``--dtype``, ``torch_dtype``, ``--kv-cache-dtype``)
+DTYPE_BYTES = {
     "float32": 4,
     "float": 4,
     "fp32": 4,
@@ -66,7 +71,11 @@ _DTYPE_BYTES = {
     "bf16": 2,
     "float8": 1,
     "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
 }
+#: bytes per weight of a linear layer under fp8 quantization
+FP8_BYTES = 1.0
 _LENGTH_KEYS = (
     "max_position_embeddings",
     "n_positions",
@@ -163,10 +172,10 @@ def model_dtype_bytes(config: Mapping[str, Any], flags: Mapping[str, Any]) -> in
     float32 checkpoint gives 2 (vLLM serves it in 16 bits); unknown gives 2."""
     explicit = _flag(flags, "dtype")
     if explicit is not None:
-        return _DTYPE_BYTES.get(str(explicit).lower().removeprefix("torch."), 2)
+        return DTYPE_BYTES.get(str(explicit).lower().removeprefix("torch."), 2)
     cfg = _text_config(config)
     raw = cfg.get("torch_dtype") or cfg.get("dtype") or config.get("torch_dtype") or config.get("dtype")
-    b = _DTYPE_BYTES.get(str(raw).lower().removeprefix("torch."), 2) if raw else 2
+    b = DTYPE_BYTES.get(str(raw).lower().removeprefix("torch."), 2) if raw else 2
     return 2 if b == 4 else b
 
 
@@ -183,7 +192,7 @@ def _quantization(config: Mapping[str, Any], flags: Mapping[str, Any]) -> tuple[
     if method is None:
         return None, None
     if method.startswith("fp8") or method in ("fbgemm_fp8", "modelopt", "ptpc_fp8"):
-        return method, 1.0
+        return method, FP8_BYTES
     bits = qc.get("bits") or qc.get("w_bit") or qc.get("num_bits")
     if method == "compressed-tensors":
         for group in (qc.get("config_groups") or {}).values():
@@ -200,8 +209,14 @@ def _quantization(config: Mapping[str, Any], flags: Mapping[str, Any]) -> tuple[
         b = float(bits or 4)
         group = qc.get("group_size") or qc.get("q_group_size") or 128
         group = 128 if not isinstance(group, int | float) or group <= 0 else group
-        return method, b / 8 + (2 + b / 8) / float(group)
+        return method, int_quant_bytes(b, float(group))
     return method, None
+
+
+def int_quant_bytes(bits: float, group_size: float) -> float:
+    """Bytes per weight of a ``bits``-bit group-quantized linear layer (AWQ, GPTQ and alike): the packed
+    weight plus a 16-bit scale and a ``bits``-bit zero point per ``group_size`` weights."""
+    return bits / 8 + (2 + bits / 8) / group_size
 
 
 # -- counting ----------------------------------------------------------------------------------------------
@@ -275,22 +290,49 @@ def _parallel(flags: Mapping[str, Any]) -> tuple[int, int]:
     )
 
 
+def weights_per_gpu(
+    p: ParamCount, dtype_bytes: float, linear_bytes: float | None, tp: int = 1, pp: int = 1
+) -> float:
+    """Bytes of weights on one GPU: linear layers at ``linear_bytes`` (``None``: the dtype), everything else
+    at ``dtype_bytes``; tensor parallel divides; pipeline parallel splits the blocks and puts the larger of
+    embeddings and ``lm_head`` on the busiest stage."""
+    linear = p.linear * (linear_bytes if linear_bytes is not None else dtype_bytes)
+    blocks = linear + p.other * dtype_bytes
+    if pp > 1:
+        return (blocks / pp + max(p.embedding, p.lm_head) * dtype_bytes) / tp
+    return (blocks + (p.embedding + p.lm_head) * dtype_bytes) / tp
+
+
 def weight_bytes(config: Mapping[str, Any], flags: Mapping[str, Any]) -> int:
-    """Bytes of weights on one GPU (tensor parallel divides; pipeline parallel splits the layers and puts
-    the larger of embeddings and ``lm_head`` on the busiest stage), minus ``--cpu-offload-gb``."""
-    p = param_count(config)
-    dtype = model_dtype_bytes(config, flags)
+    """Bytes of weights on one GPU (:func:`weights_per_gpu` for the flags' dtype, quantization and
+    parallelism), minus ``--cpu-offload-gb``."""
     _, qbytes = _quantization(config, flags)
-    linear = p.linear * (qbytes if qbytes is not None else dtype)
-    blocks = linear + p.other * dtype
-    ends = (p.embedding + p.lm_head) * dtype
     tp, pp = _parallel(flags)
-    # pipeline stages split the blocks; the busiest stage also holds the larger of embeddings and lm_head
-    per_gpu = (blocks / pp + max(p.embedding, p.lm_head) * dtype) / tp if pp > 1 else (blocks + ends) / tp
+    per_gpu = weights_per_gpu(param_count(config), model_dtype_bytes(config, flags), qbytes, tp, pp)
     offload = _flag(flags, "cpu-offload-gb")
     if offload is not None:
         per_gpu -= _num(offload, "cpu-offload-gb") * GiB
     return max(0, int(per_gpu))
+
+
+def kv_element_bytes(kv_cache_dtype: str | None, model_dtype_bytes: int) -> int:
+    """Bytes of one KV-cache element: ``--kv-cache-dtype`` ``fp8*`` 1, a named dtype its size, ``auto`` (or
+    none, or an unknown name) the model dtype's."""
+    if kv_cache_dtype is None:
+        return model_dtype_bytes
+    name = kv_cache_dtype.lower()
+    if name.startswith("fp8"):
+        return 1
+    return DTYPE_BYTES.get(name, model_dtype_bytes)
+
+
+def kv_token_bytes(
+    layers: int, kv_heads: int, head_dim: int, element_bytes: int, tp: int = 1, pp: int = 1
+) -> int:
+    """KV-cache bytes of one token on one GPU: 2 (K, V) x layers here x KV heads here x head_dim x bytes;
+    pipeline parallel splits the layers, tensor parallel the KV heads (replicated when fewer than GPUs)."""
+    heads_here = max(1, kv_heads // tp) if kv_heads >= tp else 1
+    return 2 * math.ceil(layers / pp) * heads_here * head_dim * element_bytes
 
 
 def kv_bytes_per_token(config: Mapping[str, Any], flags: Mapping[str, Any]) -> int:
@@ -301,18 +343,11 @@ def kv_bytes_per_token(config: Mapping[str, Any], flags: Mapping[str, Any]) -> i
     kv_heads = _int(cfg, "num_key_value_heads", "num_kv_heads", default=heads)
     head_dim = _int(cfg, "head_dim", default=_int(cfg, "hidden_size", "n_embd", "d_model") // heads)
     kv_dtype = _flag(flags, "kv-cache-dtype")
-    if kv_dtype is not None and str(kv_dtype).lower().startswith("fp8"):
-        b = 1
-    elif kv_dtype is not None:
-        b = _DTYPE_BYTES.get(str(kv_dtype).lower(), model_dtype_bytes(config, flags))
-    else:
-        b = model_dtype_bytes(config, flags)
+    b = kv_element_bytes(None if kv_dtype is None else str(kv_dtype), model_dtype_bytes(config, flags))
     tp, pp = _parallel(flags)
-    layers_here = math.ceil(layers / pp)
     if cfg.get("kv_lora_rank"):
-        return layers_here * (_int(cfg, "kv_lora_rank") + _int(cfg, "qk_rope_head_dim")) * b
-    heads_here = max(1, kv_heads // tp) if kv_heads >= tp else 1
-    return 2 * layers_here * heads_here * head_dim * b
+        return math.ceil(layers / pp) * (_int(cfg, "kv_lora_rank") + _int(cfg, "qk_rope_head_dim")) * b
+    return kv_token_bytes(layers, kv_heads, head_dim, b, tp, pp)
 
 
 def max_model_len(config: Mapping[str, Any], flags: Mapping[str, Any]) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tuner.load.records import RequestRecord
+from tuner.measure.slo import RequestLatency, request_latency, within
 
 PERCENTILES = (50, 90, 99)
 
@@ -232,21 +233,23 @@ def _tpot_ms(r: RequestRecord) -> float:
 
 
 def _meets(r: RequestRecord, slo: Mapping[str, float]) -> bool:
+    """A request's own TTFT, TPOT and E2E within their limits (:mod:`tuner.measure.slo`); a latency the
+    request has no figure for (TPOT of a one-token answer) is not held against it."""
     for name, limit in slo.items():
-        base = name.split("_")[0]
-        if base == "ttft" and r.first_token_time is not None:
-            v = (r.first_token_time - r.send_time) * 1e3
-        elif base in ("tpot", "itl"):
-            v = _tpot_ms(r)
-            if math.isnan(v):
-                continue
-        elif base == "e2e" and r.end_time is not None:
-            v = (r.end_time - r.send_time) * 1e3
-        else:
-            continue
-        if v > limit:
+        v = _request_latency_ms(r, request_latency(name))
+        if not math.isnan(v) and not within(v, limit):
             return False
     return True
+
+
+def _request_latency_ms(r: RequestRecord, kind: RequestLatency | None) -> float:
+    if kind == "ttft" and r.first_token_time is not None:
+        return (r.first_token_time - r.send_time) * 1e3
+    if kind == "tpot":
+        return _tpot_ms(r)
+    if kind == "e2e" and r.end_time is not None:
+        return (r.end_time - r.send_time) * 1e3
+    return math.nan
 
 
 def _finite(x: float) -> float | None:

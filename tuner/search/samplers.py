@@ -1,7 +1,7 @@
 """Optuna samplers by name, with the defaults the search-efficiency benchmark chose.
 
-:func:`make_sampler` ``(name, *, seed, n_objectives, constraints_func, search_space=None)`` for ``tpe``,
-``gp``, ``nsga2``, ``random`` and ``grid``. Contracts:
+:func:`make_sampler` ``(name, *, seed, n_objectives, constraints_func, search_space=None)`` for each name of
+:data:`SAMPLER_NAMES` (the one list of sampler names). Contracts:
 
 * the same ``(name, seed, search_space)`` gives a sampler that proposes the same sequence;
 * when ``search_space`` is given, model-based samplers (TPE, GP) model *that* space from the first trial on.
@@ -14,23 +14,20 @@
   :data:`GRID_POINTS` points (geometric for log ranges, respecting ``step``, deduplicated), so a grid over
   a few flags stays small. Raises ``ValueError`` for an unknown name or a grid without a space.
 
-Defaults (evidence in ``docs/simulator.md``, ``bench/search_efficiency.py``): TPE, multivariate (joint
-Parzen estimators: the flags interact — max-num-seqs vs max-num-batched-tokens vs the KV cache), 3 random
-start-up trials (tuner's study adds vLLM's defaults as a baseline trial before them; Optuna's 10 spend a
-quarter of a 40-trial budget on random draws), 8 EI candidates (less greedy than Optuna's 24 on the
-plateaus capacity-mode objectives have), ``constant_liar`` for parallel workers. Chosen on seeds the
-benchmark does not report: within 15 trials 87-88% of searches reached 95% of the optimum with these
-settings, 79% with Optuna's TPE defaults, 81% with GP (6 seeds), ~80% with random search. For
-multi-objective studies the same TPE is used (MOTPE). GP: 5 start-up trials; NSGA-II: population 8.
+Defaults: TPE, multivariate (joint Parzen estimators: the flags interact — max-num-seqs vs
+max-num-batched-tokens vs the KV cache), :data:`TPE_STARTUP_TRIALS` random start-up trials (tuner's study
+adds vLLM's defaults as a baseline trial before them), :data:`TPE_EI_CANDIDATES` EI candidates (less greedy
+than Optuna's on the plateaus capacity-mode objectives have), ``constant_liar`` for parallel workers; for
+multi-objective studies the same TPE (MOTPE). GP: :data:`GP_STARTUP_TRIALS` start-up trials; NSGA-II:
+population :data:`NSGA2_POPULATION`. The evidence for these choices, with its figures and limits, is in
+``docs/simulator.md`` ("Search efficiency"; ``bench/search_efficiency.py``).
 
 Cost-aware TPE (:func:`set_trial_cost`): the study loop gives tuner's TPE the expected cost of a trial
-(:class:`tuner.search.restart_cost.RestartCost`: a server start with a compile key vLLM has cached is ~35% shorter
+(:class:`tuner.search.restart_cost.RestartCost`: a server start with a compile key vLLM has cached is shorter
 on a GPU), and TPE then ranks its candidates by expected improvement per second. Its proposals stay draws
 from TPE's own model; only the choice among them changes, and only where candidates can share a compile
 key (flags searched as choice lists: on ranges no candidate repeats a compiled value, and ``rank`` is plain
-TPE). Off by default: on the simulator (``bench/restart_cost.py``) ``rank`` gave ~2 % more trials per hour
-and ``variants`` ~7-23 % more, but neither found better configurations per hour than plain TPE, and
-``variants`` found clearly worse ones outside the H200 space.
+TPE). Off by default; the evidence is in ``docs/restart_cost.md`` (``bench/restart_cost.py``).
 """
 
 from __future__ import annotations

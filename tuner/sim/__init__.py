@@ -9,9 +9,11 @@ Public API::
 
 * :mod:`tuner.sim.engine` — the discrete-event model of vLLM's scheduler, KV cache and step time;
 * :mod:`tuner.sim.hardware` — GPU/CPU profiles (datasheet figures) and the fitted efficiency constants;
-* :mod:`tuner.sim.model_shape` — parameter and KV-cache arithmetic from ``config.json``;
+* :mod:`tuner.sim.model_shape` — a model's shape from ``config.json`` (bytes by tuner's memory model);
 * :mod:`tuner.sim.args` — vLLM's flag names -> :class:`SimConfig`;
-* :mod:`tuner.sim.server` — the OpenAI-compatible HTTP face with Prometheus metrics.
+* :mod:`tuner.sim.server` — the OpenAI-compatible HTTP face (the engine on the wall clock, the routes), with
+  :mod:`tuner.sim.openai_api` (response shapes), :mod:`tuner.sim.prometheus` (``/metrics``) and
+  :mod:`tuner.sim.codec` (tokenisation).
 """
 
 from tuner.sim.engine import (

@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from aiohttp import web
 
-    from tuner.sim.server import Codec, SimServer
+    from tuner.sim.codec import Codec
+    from tuner.sim.server import SimServer
 
     codec = Codec(ns.model, ns.tokenizer, vocab_size=plan.shape.vocab_size, seed=ns.seed)
     _log("INFO", "sim", f"tokenizer: {codec.kind}")

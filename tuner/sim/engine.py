@@ -16,7 +16,7 @@ Three layers, each usable alone:
   Steps in which nothing but decodes can happen are advanced in bulk (exactly the same arithmetic, fewer
   Python iterations), which keeps a 1,000-request run in tens of milliseconds.
 * :func:`simulate` (a whole load run in-process, no HTTP, returning a :class:`tuner.measure.metrics.Summary`) and
-  :func:`capacity` (tuner's capacity mode: concurrency stepped up, the best step meeting the SLO scored).
+  :func:`capacity` (tuner's own capacity rule, :mod:`tuner.measure.capacity`, each level simulated).
 
 Step time (per device; tensor parallel splits weights, KV and FLOPs and adds two all-reduces per layer)::
 
@@ -38,14 +38,25 @@ from typing import Any
 
 import numpy as np
 
+from tuner.config.spec import CapacitySpec, Workload
 from tuner.load.records import RequestRecord
+from tuner.measure.capacity import run_ladder
+from tuner.measure.memory import (
+    DTYPE_BYTES,
+    FP8_BYTES,
+    int_quant_bytes,
+    kv_element_bytes,
+    weights_per_gpu,
+)
 from tuner.measure.metrics import Distribution, Summary
+from tuner.measure.slo import request_latency, within
 from tuner.sim.hardware import GiB, Hardware, get_hardware
-from tuner.sim.model_shape import DTYPE_BYTES, ModelShape, load_shape
+from tuner.sim.model_shape import ModelShape, load_shape
 
 QUANT_METHODS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8")
 KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+DEFAULT_MAX_FAILED_FRACTION: float = Workload.model_fields["max_failed_fraction"].default
 
 
 class StartupError(Exception):
@@ -263,6 +274,163 @@ def _resolve_quant(cfg: SimConfig, shape: ModelShape, hw: Hardware) -> str:
     return method
 
 
+def _scheduler(cfg: SimConfig, hw: Hardware, tp: int, max_len: int) -> tuple[bool, bool, int, int]:
+    """(chunked prefill, prefix caching, max-num-seqs, max-num-batched-tokens) with vLLM's platform defaults
+    and its scheduler checks."""
+    chunked = True if cfg.enable_chunked_prefill is None else cfg.enable_chunked_prefill
+    prefix = True if cfg.enable_prefix_caching is None else cfg.enable_prefix_caching
+    if hw.is_cpu:
+        d_mnbt, d_mns = 2048 * tp, 128 * tp
+    elif hw.memory_bytes >= 70 * GiB and "a100" not in hw.name.lower():
+        d_mnbt, d_mns = 8192, 1024
+    else:
+        d_mnbt, d_mns = 2048, 256
+    mns = cfg.max_num_seqs if cfg.max_num_seqs is not None else d_mns
+    if cfg.max_num_batched_tokens is not None:
+        mnbt = cfg.max_num_batched_tokens
+    else:
+        mnbt = d_mnbt if chunked else max(max_len, d_mnbt)
+    if mns < 1 or mnbt < 1:
+        raise _validation_error("SchedulerConfig", "max_num_seqs and max_num_batched_tokens must be positive")
+    if mnbt < max_len and not chunked:
+        raise _validation_error(
+            "SchedulerConfig",
+            f"max_num_batched_tokens ({mnbt}) is smaller than max_model_len ({max_len}). This effectively limits "
+            "the maximum sequence length to max_num_batched_tokens and makes vLLM reject longer sequences. "
+            "Please increase max_num_batched_tokens or decrease max_model_len.",
+        )
+    if mnbt < mns:
+        raise _validation_error(
+            "SchedulerConfig",
+            f"max_num_batched_tokens ({mnbt}) must be greater than or equal to max_num_seqs ({mns}).",
+        )
+    if tp > hw.max_devices:
+        raise _value_error(
+            f"The number of required GPUs ({tp}) exceeds the total number of available GPUs "
+            f"({hw.max_devices}) of this {hw.name} host."
+        )
+    return chunked, prefix, mns, mnbt
+
+
+@dataclass(frozen=True)
+class _Memory:
+    act_bytes: int
+    kv_dtype_bytes: int
+    weight_bytes: float
+    activation_bytes: float
+    kv_cache_bytes: float
+    num_blocks: int
+    kv_bytes_per_token: float
+
+
+def _memory(
+    cfg: SimConfig, shape: ModelShape, hw: Hardware, dtype: str, quant: str, mnbt: int, bs: int, max_len: int
+) -> _Memory:
+    """Weights, activation peak and KV cache per device as vLLM's memory profiling finds them, or the
+    out-of-memory failure it raises."""
+    tp = cfg.tensor_parallel_size
+    gmu = cfg.gpu_memory_utilization
+    # tuner's memory model (tuner.measure.memory): one dtype table, one weights and one KV formula
+    act_bytes = DTYPE_BYTES.get(dtype, 2)
+    if quant == "fp8":
+        lin_bytes: float | None = FP8_BYTES
+    elif quant in ("awq", "gptq"):
+        bits = shape.quant.bits if shape.quant is not None else 4
+        group = shape.quant.group_size if shape.quant is not None else 128
+        lin_bytes = int_quant_bytes(bits, group)
+    else:
+        lin_bytes = None
+    weight_dev = weights_per_gpu(shape.params, act_bytes, lin_bytes, tp)
+    kv_el = kv_element_bytes(cfg.kv_cache_dtype, act_bytes)
+    kv_bpt = shape.kv_bytes_per_token(kv_el, tp)
+    activation = (
+        hw.act_bytes_per_token_hidden * mnbt * (4 * shape.hidden_size + 2 * shape.intermediate_size / tp)
+    )
+    requested = gmu * hw.memory_bytes
+    if weight_dev + hw.reserve_bytes > hw.memory_bytes:
+        need = (weight_dev + hw.reserve_bytes - hw.memory_bytes) / GiB
+        raise StartupError(
+            "oom",
+            [
+                f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate {need:.2f} GiB. GPU 0 has a total "
+                f"capacity of {hw.memory_bytes / GiB:.2f} GiB of which 0 bytes is free.",
+                "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+            ],
+        )
+    kv_bytes = requested - weight_dev - activation - hw.reserve_bytes
+    avail_line = f"Available KV cache memory: {kv_bytes / GiB:.2f} GiB"
+    if kv_bytes <= 0:
+        raise _value_error(
+            "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
+            "initializing the engine (this flag also controls CPU memory reservation on the CPU backend, "
+            "despite its name). See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more "
+            "details.",
+            failure="oom",
+            before=[avail_line],
+        )
+    num_blocks = int(kv_bytes // (bs * kv_bpt))
+    if num_blocks * bs < max_len:
+        needed = math.ceil(max_len / bs) * bs * kv_bpt
+        est = num_blocks * bs
+        raise _value_error(
+            f"To serve at least one request with the model's max seq len ({max_len}), ({needed / GiB:.2f} GiB KV "
+            f"cache is needed, which is larger than the available KV cache memory ({kv_bytes / GiB:.2f} GiB). "
+            f"Based on the available memory, the estimated maximum model length is {est}. Try increasing "
+            "`gpu_memory_utilization` (which also controls CPU memory on the CPU backend) or decreasing "
+            "`max_model_len` when initializing the engine.",
+            failure="oom",
+            before=[avail_line],
+        )
+    return _Memory(act_bytes, kv_el, weight_dev, activation, kv_bytes, num_blocks, kv_bpt)
+
+
+def _step_coefficients(
+    shape: ModelShape, hw: Hardware, quant: str, dtype: str, tp: int, mem: _Memory
+) -> dict[str, float]:
+    """The step-time coefficients of :class:`Plan` (see the module docstring)."""
+    act_bytes, weight_dev, kv_bpt = mem.act_bytes, mem.weight_bytes, mem.kv_bytes_per_token
+    eff = hw.efficiency
+    peak16 = hw.bf16_flops
+    if quant == "fp8" and hw.fp8_flops is not None:
+        peak_lin = hw.fp8_flops * eff.fp8_gemm
+    elif quant == "fp8":
+        peak_lin = peak16 * eff.quant_gemm  # weight-only FP8 (Marlin) on chips without FP8 tensor cores
+    elif quant in ("awq", "gptq"):
+        peak_lin = peak16 * eff.quant_gemm * (1.0 if hw.marlin else 0.5)
+    else:
+        peak_lin = peak16 if dtype != "float32" or hw.is_cpu else peak16 / 8
+    c_lin = 2.0 * shape.active_linear_params / tp / (peak_lin * eff.gemm)
+    c_head = 2.0 * shape.lm_head_params / tp / (peak16 * eff.gemm)
+    c_attn = 4.0 * shape.num_layers * shape.num_heads * shape.head_dim / tp / (peak16 * eff.attention)
+    bw = hw.mem_bw * eff.memory
+    streamed = weight_dev - shape.params.embedding * act_bytes / tp  # the embedding table is gathered
+    if shape.tie_word_embeddings:
+        streamed += shape.lm_head_params * act_bytes / tp
+    m_fixed = streamed / bw
+    m_kv = kv_bpt / bw
+    if tp > 1:
+        n_ar = 2 * shape.num_layers
+        comm_fixed = n_ar * hw.link_latency_s
+        comm_token = n_ar * 2.0 * (tp - 1) / tp * shape.hidden_size * act_bytes / hw.link_bw
+    else:
+        comm_fixed = comm_token = 0.0
+    return {
+        "c_lin": c_lin,
+        "c_head": c_head,
+        "c_attn": c_attn,
+        "m_fixed": m_fixed,
+        "m_kv": m_kv,
+        "comm_fixed": comm_fixed,
+        "comm_token": comm_token,
+        "step_s": eff.step_s,
+        "per_seq_s": eff.per_seq_s,
+        "per_token_s": eff.per_token_s,
+        "overlap_p": eff.overlap_p,
+        "ingest_s": eff.ingest_s,
+        "mixed_step_s": eff.mixed_step_s,
+    }
+
+
 def plan_engine(cfg: SimConfig) -> Plan:
     """Resolve ``cfg`` as vLLM would, or raise :class:`StartupError` with vLLM's failure text.
 
@@ -310,39 +478,7 @@ def plan_engine(cfg: SimConfig) -> Plan:
             f"Total number of attention heads ({shape.num_heads}) must be divisible by tensor parallel size ({tp}).",
         )
 
-    chunked = True if cfg.enable_chunked_prefill is None else cfg.enable_chunked_prefill
-    prefix = True if cfg.enable_prefix_caching is None else cfg.enable_prefix_caching
-    if hw.is_cpu:
-        d_mnbt, d_mns = 2048 * tp, 128 * tp
-    elif hw.memory_bytes >= 70 * GiB and "a100" not in hw.name.lower():
-        d_mnbt, d_mns = 8192, 1024
-    else:
-        d_mnbt, d_mns = 2048, 256
-    mns = cfg.max_num_seqs if cfg.max_num_seqs is not None else d_mns
-    if cfg.max_num_batched_tokens is not None:
-        mnbt = cfg.max_num_batched_tokens
-    else:
-        mnbt = d_mnbt if chunked else max(max_len, d_mnbt)
-    if mns < 1 or mnbt < 1:
-        raise _validation_error("SchedulerConfig", "max_num_seqs and max_num_batched_tokens must be positive")
-    if mnbt < max_len and not chunked:
-        raise _validation_error(
-            "SchedulerConfig",
-            f"max_num_batched_tokens ({mnbt}) is smaller than max_model_len ({max_len}). This effectively limits "
-            "the maximum sequence length to max_num_batched_tokens and makes vLLM reject longer sequences. "
-            "Please increase max_num_batched_tokens or decrease max_model_len.",
-        )
-    if mnbt < mns:
-        raise _validation_error(
-            "SchedulerConfig",
-            f"max_num_batched_tokens ({mnbt}) must be greater than or equal to max_num_seqs ({mns}).",
-        )
-    if tp > hw.max_devices:
-        raise _value_error(
-            f"The number of required GPUs ({tp}) exceeds the total number of available GPUs "
-            f"({hw.max_devices}) of this {hw.name} host."
-        )
-
+    chunked, prefix, mns, mnbt = _scheduler(cfg, hw, tp, max_len)
     bs = cfg.block_size if cfg.block_size is not None else hw.default_block_size
     if bs <= 0 or bs % hw.block_multiple != 0:
         reasons = "{" + f"{hw.attention_backend}: [block_size not supported]" + "}"
@@ -351,92 +487,7 @@ def plan_engine(cfg: SimConfig) -> Plan:
             f"{shape.head_dim}, dtype=torch.{dtype}, kv_cache_dtype={cfg.kv_cache_dtype}, block_size={bs}, "
             f"use_mla=False, has_sink=False, use_sparse=False). Reasons: {reasons}."
         )
-
-    # ---- memory: weights, activation peak, KV cache ---------------------------------------------------
-    act_bytes = DTYPE_BYTES.get(dtype, 2)
-    if quant == "fp8":
-        lin_bytes_per_param = 1.0
-    elif quant in ("awq", "gptq"):
-        bits = shape.quant.bits if shape.quant is not None else 4
-        group = shape.quant.group_size if shape.quant is not None else 128
-        lin_bytes_per_param = bits / 8 + 2.5 / group  # fp16 scale + packed zero per group
-    else:
-        lin_bytes_per_param = act_bytes
-    head_params = 0 if shape.tie_word_embeddings else shape.lm_head_params
-    weight_total = (
-        shape.linear_params * lin_bytes_per_param
-        + (shape.embed_params + head_params + shape.norm_params) * act_bytes
-    )
-    weight_dev = weight_total / tp
-    kv_el = act_bytes if cfg.kv_cache_dtype in ("auto", "bfloat16", "float16") else 1
-    kv_bpt = shape.kv_bytes_per_token(kv_el) / tp
-    activation = (
-        hw.act_bytes_per_token_hidden * mnbt * (4 * shape.hidden_size + 2 * shape.intermediate_size / tp)
-    )
-    requested = gmu * hw.memory_bytes
-    if weight_dev + hw.reserve_bytes > hw.memory_bytes:
-        need = (weight_dev + hw.reserve_bytes - hw.memory_bytes) / GiB
-        raise StartupError(
-            "oom",
-            [
-                f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate {need:.2f} GiB. GPU 0 has a total "
-                f"capacity of {hw.memory_bytes / GiB:.2f} GiB of which 0 bytes is free.",
-                "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
-            ],
-        )
-    kv_bytes = requested - weight_dev - activation - hw.reserve_bytes
-    avail_line = f"Available KV cache memory: {kv_bytes / GiB:.2f} GiB"
-    if kv_bytes <= 0:
-        raise _value_error(
-            "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when "
-            "initializing the engine (this flag also controls CPU memory reservation on the CPU backend, "
-            "despite its name). See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more "
-            "details.",
-            failure="oom",
-            before=[avail_line],
-        )
-    num_blocks = int(kv_bytes // (bs * kv_bpt))
-    if num_blocks * bs < max_len:
-        needed = math.ceil(max_len / bs) * bs * kv_bpt
-        est = num_blocks * bs
-        raise _value_error(
-            f"To serve at least one request with the model's max seq len ({max_len}), ({needed / GiB:.2f} GiB KV "
-            f"cache is needed, which is larger than the available KV cache memory ({kv_bytes / GiB:.2f} GiB). "
-            f"Based on the available memory, the estimated maximum model length is {est}. Try increasing "
-            "`gpu_memory_utilization` (which also controls CPU memory on the CPU backend) or decreasing "
-            "`max_model_len` when initializing the engine.",
-            failure="oom",
-            before=[avail_line],
-        )
-
-    # ---- step-time coefficients ------------------------------------------------------------------------
-    eff = hw.efficiency
-    peak16 = hw.bf16_flops
-    if quant == "fp8" and hw.fp8_flops is not None:
-        peak_lin = hw.fp8_flops * eff.fp8_gemm
-    elif quant == "fp8":
-        peak_lin = peak16 * eff.quant_gemm  # weight-only FP8 (Marlin) on chips without FP8 tensor cores
-    elif quant in ("awq", "gptq"):
-        peak_lin = peak16 * eff.quant_gemm * (1.0 if hw.marlin else 0.5)
-    else:
-        peak_lin = peak16 if dtype != "float32" or hw.is_cpu else peak16 / 8
-    c_lin = 2.0 * shape.active_linear_params / tp / (peak_lin * eff.gemm)
-    c_head = 2.0 * shape.lm_head_params / tp / (peak16 * eff.gemm)
-    c_attn = 4.0 * shape.num_layers * shape.num_heads * shape.head_dim / tp / (peak16 * eff.attention)
-    bw = hw.mem_bw * eff.memory
-    streamed = (
-        weight_dev - shape.embed_params * act_bytes / tp
-    )  # the embedding table is gathered, not streamed
-    if shape.tie_word_embeddings:
-        streamed += shape.lm_head_params * act_bytes / tp
-    m_fixed = streamed / bw
-    m_kv = kv_bpt / bw
-    if tp > 1:
-        n_ar = 2 * shape.num_layers
-        comm_fixed = n_ar * hw.link_latency_s
-        comm_token = n_ar * 2.0 * (tp - 1) / tp * shape.hidden_size * act_bytes / hw.link_bw
-    else:
-        comm_fixed = comm_token = 0.0
+    mem = _memory(cfg, shape, hw, dtype, quant, mnbt, bs, max_len)
     return Plan(
         config=cfg,
         shape=shape,
@@ -450,25 +501,13 @@ def plan_engine(cfg: SimConfig) -> Plan:
         tp=tp,
         quant=quant,
         dtype=dtype,
-        kv_dtype_bytes=kv_el,
-        weight_bytes=weight_dev,
-        activation_bytes=activation,
-        kv_cache_bytes=kv_bytes,
-        num_blocks=num_blocks,
-        kv_bytes_per_token=kv_bpt,
-        c_lin=c_lin,
-        c_head=c_head,
-        c_attn=c_attn,
-        m_fixed=m_fixed,
-        m_kv=m_kv,
-        comm_fixed=comm_fixed,
-        comm_token=comm_token,
-        step_s=eff.step_s,
-        per_seq_s=eff.per_seq_s,
-        per_token_s=eff.per_token_s,
-        overlap_p=eff.overlap_p,
-        ingest_s=eff.ingest_s,
-        mixed_step_s=eff.mixed_step_s,
+        kv_dtype_bytes=mem.kv_dtype_bytes,
+        weight_bytes=mem.weight_bytes,
+        activation_bytes=mem.activation_bytes,
+        kv_cache_bytes=mem.kv_cache_bytes,
+        num_blocks=mem.num_blocks,
+        kv_bytes_per_token=mem.kv_bytes_per_token,
+        **_step_coefficients(shape, hw, quant, dtype, tp, mem),
     )
 
 
@@ -1272,16 +1311,8 @@ def simulate(
             eng.add(make(eng.now + w.client_gap_s))
 
     eng.on_finish = on_finish
-    if w.concurrency is not None:
-        for _ in range(min(w.concurrency, total)):
-            eng.add(make(0.0))
-    else:
-        rng = np.random.default_rng(w.seed)
-        t = 0.0
-        for _ in range(total):
-            eng.add(make(t))
-            if w.rate is not None and math.isfinite(w.rate):
-                t += float(rng.exponential(1.0 / w.rate))
+    for t in _first_arrivals(w):
+        eng.add(make(t))
     guard = 0
     while not eng.idle() and not aborted:
         before = (eng.now, len(eng.finished))
@@ -1298,6 +1329,22 @@ def simulate(
     )
     recs = _records(eng.finished) if records else None
     return SimResult(summary=summary, stats=eng.stats, plan=plan, records=recs, aborted=aborted)
+
+
+def _first_arrivals(w: SimWorkload) -> list[float]:
+    """Send times known up front: the first ``concurrency`` requests at t=0 (closed loop), else every request
+    (Poisson arrivals at ``rate``, all at t=0 without a finite rate)."""
+    total = w.requests + w.warmup_requests
+    if w.concurrency is not None:
+        return [0.0] * min(w.concurrency, total)
+    rng = np.random.default_rng(w.seed)
+    out: list[float] = []
+    t = 0.0
+    for _ in range(total):
+        out.append(t)
+        if w.rate is not None and math.isfinite(w.rate):
+            t += float(rng.exponential(1.0 / w.rate))
+    return out
 
 
 def _records(done: Iterable[SimRequest]) -> list[RequestRecord]:
@@ -1381,15 +1428,13 @@ def summarize_engine(
 
     good_rps = good_tok = math.nan
     if slo:
+        per_request = {"ttft": ttft, "tpot": tpot_all, "e2e": e2e}
         ok = np.ones(len(done), dtype=bool)
         for name, limit in slo.items():
-            base = name.split("_")[0]
-            if base == "ttft":
-                ok &= ttft <= limit
-            elif base in ("tpot", "itl"):
-                ok &= np.isnan(tpot_all) | (tpot_all <= limit)
-            elif base == "e2e":
-                ok &= e2e <= limit
+            kind = request_latency(name)
+            if kind is not None:  # as tuner.measure.metrics: no figure (nan) is not held against a request
+                v = per_request[kind]
+                ok &= np.isnan(v) | within(v, limit)
         good_rps = rate(float(ok.sum()))
         good_tok = rate(float(nout[ok].sum()))
     return Summary(
@@ -1412,71 +1457,72 @@ def summarize_engine(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Capacity mode
+# Capacity mode: tuner's rule (tuner.measure.capacity), each level run on the simulator
 # ---------------------------------------------------------------------------------------------------------
-
-
-def meets(summary: Summary, slo: Mapping[str, float]) -> bool:
-    """Every SLO percentile limit holds (``ttft_p99`` ... in ms; ``nan`` counts as a miss)."""
-    for name, limit in slo.items():
-        v = summary.metric(name)
-        if not (v <= limit):
-            return False
-    return True
 
 
 @dataclass
 class CapacityResult:
-    """Capacity mode: every step's summary; ``best`` the highest-throughput step meeting the SLO."""
+    """Capacity mode: every step as (level, summary); ``scored`` the step tuner scores (the best meeting the
+    SLO, else the nearest miss); ``best`` the same index when it meets the SLO, else ``None``."""
 
-    steps: list[tuple[int, Summary]]
-    best: int | None  # index into steps
+    steps: list[tuple[float, Summary]]
+    scored: int
+    feasible: bool
+    stop: str | None = None  # why stepping stopped (tuner.measure.capacity.should_stop), None: ladder ran out
     kv_limited: bool = False  # some step was shaped by the KV cache's size (see EngineStats.kv_limited)
     preemptions: int = 0
 
     @property
+    def best(self) -> int | None:
+        return self.scored if self.feasible else None
+
+    @property
     def throughput(self) -> float:
         """Output tok/s of the best feasible step, 0.0 when none met the SLO."""
-        return self.steps[self.best][1].output_throughput_tok_s if self.best is not None else 0.0
+        return self.steps[self.scored][1].output_throughput_tok_s if self.feasible else 0.0
 
 
 def capacity(
     config: SimConfig | Plan,
     workload: SimWorkload,
     slo: Mapping[str, float],
+    cap: CapacitySpec | None = None,
     *,
-    levels: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
-    requests_per_level: Callable[[int], int] | None = None,
-    stop_factor: float = 2.0,
+    max_failed_fraction: float = DEFAULT_MAX_FAILED_FRACTION,
 ) -> CapacityResult:
-    """Tuner's capacity mode on the simulator: closed-loop concurrency stepped through ``levels``; stops
-    once a latency exceeds ``stop_factor`` x its limit, or once the level passes ``max-num-seqs`` (more
-    concurrency only queues). ``requests_per_level`` defaults to ``max(4 * level, workload.requests // 4)``."""
+    """Tuner's capacity mode (:func:`tuner.measure.capacity.run_ladder`: levels, requests per step, stop
+    rule, scored step) with each level run by :func:`simulate`: closed-loop concurrency, or Poisson arrivals
+    at that rate when ``workload.rate`` is set. ``cap`` defaults to a study file's default ``capacity:``.
+
+    A step whose TTFT p99 is certain to exceed ``stop_factor`` x its limit is cut short (the summary covers
+    the requests finished by then, whose p99 is already past it): the rule stops there either way."""
     plan = config if isinstance(config, Plan) else plan_engine(config)
-    per = requests_per_level or (lambda c: max(4 * c, workload.requests // 4))
-    steps: list[tuple[int, Summary]] = []
-    best: int | None = None
+    spec = cap if cap is not None else CapacitySpec()
+    is_rate = workload.rate is not None
+    abort = spec.stop_factor * slo["ttft_p99"] if "ttft_p99" in slo else None
     kv_limited = False
     preemptions = 0
-    for level in levels:
-        w = workload.with_(concurrency=level, rate=None, requests=per(level))
-        abort = stop_factor * slo["ttft_p99"] if "ttft_p99" in slo else None
+
+    def measure(i: int, level: float, n: int) -> Summary:
+        nonlocal kv_limited, preemptions
+        w = workload.with_(
+            concurrency=None if is_rate else max(1, int(level)),
+            rate=level if is_rate else None,
+            requests=n,
+            seed=workload.seed + i,
+        )
         res = simulate(plan, w, slo=slo, ttft_abort_ms=abort)
-        s = res.summary
-        if res.aborted:  # its p99 TTFT exceeds stop_factor x the limit: infeasible, and the last step
-            steps.append((level, s))
-            kv_limited = kv_limited or res.stats.kv_limited
-            preemptions += res.stats.preemptions
-            break
         kv_limited = kv_limited or res.stats.kv_limited
         preemptions += res.stats.preemptions
-        steps.append((level, s))
-        if meets(s, slo) and (
-            best is None or s.output_throughput_tok_s > steps[best][1].output_throughput_tok_s
-        ):
-            best = len(steps) - 1
-        if any(not (s.metric(k) <= stop_factor * v) for k, v in slo.items()):
-            break
-        if level >= plan.max_num_seqs:
-            break
-    return CapacityResult(steps=steps, best=best, kv_limited=kv_limited, preemptions=preemptions)
+        return res.summary
+
+    lad = run_ladder(spec, workload.requests, is_rate, slo, max_failed_fraction, measure)
+    return CapacityResult(
+        steps=list(zip(lad.levels, lad.steps, strict=True)),
+        scored=lad.scored,
+        feasible=lad.feasible,
+        stop=lad.stop,
+        kv_limited=kv_limited,
+        preemptions=preemptions,
+    )

@@ -6,8 +6,10 @@ no hub is reachable from where the simulator runs. Dense decoder-only transforme
 and alike) are modelled exactly; mixture-of-experts configs (``num_local_experts``/``num_experts`` with
 ``num_experts_per_tok``) count every expert's weights in memory and the routed experts in FLOPs.
 
-Contract: a :class:`ModelShape` is immutable; parameter counts are exact for the Llama family (norms
-included) given the config; :func:`load_shape` raises :class:`ShapeError` with one line when the folder has
+Contract: a :class:`ModelShape` is immutable; its parameter count (``params``, what the weights' bytes are
+computed from) is tuner's memory model's, :func:`tuner.measure.memory.param_count`, so the simulator and
+tuner's predictive memory check size weights and KV cache by the same code; the FLOP counts here
+(``active_linear_params``, ``lm_head_params``) follow the same config fields; :func:`load_shape` raises :class:`ShapeError` with one line when the folder has
 no readable ``config.json`` and the name is not built in.
 """
 
@@ -18,16 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DTYPE_BYTES = {
-    "float32": 4,
-    "float": 4,
-    "bfloat16": 2,
-    "float16": 2,
-    "half": 2,
-    "fp8": 1,
-    "fp8_e4m3": 1,
-    "fp8_e5m2": 1,
-}
+from tuner.measure.memory import ParamCount, kv_token_bytes, param_count
 
 
 class ShapeError(ValueError):
@@ -54,6 +47,7 @@ class ModelShape:
     head_dim: int
     vocab_size: int
     max_position_embeddings: int
+    params: ParamCount  # tuner.measure.memory.param_count of the config: what the weights' bytes count
     tie_word_embeddings: bool = False
     torch_dtype: str = "bfloat16"
     quant: QuantConfig | None = None
@@ -73,14 +67,6 @@ class ModelShape:
         return 3 * self.hidden_size * self.intermediate_size
 
     @property
-    def linear_params(self) -> int:
-        """Weights of all linear layers inside the decoder blocks (what quantization shrinks)."""
-        experts = max(self.num_experts, 1)
-        router = self.hidden_size * self.num_experts
-        per_layer = self.attn_params_per_layer + experts * self.mlp_params_per_expert + router
-        return self.num_layers * per_layer
-
-    @property
     def active_linear_params(self) -> int:
         """Linear weights one token passes through (routed experts only for MoE)."""
         experts = self.experts_per_token if self.num_experts else 1
@@ -88,30 +74,17 @@ class ModelShape:
         return self.num_layers * (self.attn_params_per_layer + experts * self.mlp_params_per_expert + router)
 
     @property
-    def embed_params(self) -> int:
-        return self.vocab_size * self.hidden_size
-
-    @property
     def lm_head_params(self) -> int:
-        """Parameters of the output projection (stored separately unless tied)."""
+        """Parameters of the output projection (its FLOPs; stored separately unless tied)."""
         return self.vocab_size * self.hidden_size
-
-    @property
-    def norm_params(self) -> int:
-        return self.hidden_size * (2 * self.num_layers + 1)
 
     @property
     def total_params(self) -> int:
-        head = 0 if self.tie_word_embeddings else self.lm_head_params
-        return self.linear_params + self.embed_params + head + self.norm_params
+        return self.params.total
 
-    @property
-    def dtype_bytes(self) -> int:
-        return DTYPE_BYTES.get(self.torch_dtype, 2)
-
-    def kv_bytes_per_token(self, kv_dtype_bytes: int) -> int:
-        """K and V of one token across all layers, in bytes (before tensor-parallel sharding)."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * kv_dtype_bytes
+    def kv_bytes_per_token(self, kv_dtype_bytes: int, tp: int = 1) -> int:
+        """K and V of one token across all layers on one GPU (:func:`tuner.measure.memory.kv_token_bytes`)."""
+        return kv_token_bytes(self.num_layers, self.num_kv_heads, self.head_dim, kv_dtype_bytes, tp)
 
 
 def shape_from_config(cfg: dict[str, Any], name: str = "model") -> ModelShape:
@@ -149,6 +122,10 @@ def shape_from_config(cfg: dict[str, Any], name: str = "model") -> ModelShape:
             method = "fp8" if "fp8" in json.dumps(qc).lower() else "gptq"
         quant = QuantConfig(method=method, bits=bits, group_size=group if group > 0 else 128)
     archs = cfg.get("architectures") or ["LlamaForCausalLM"]
+    try:
+        params = param_count(cfg)
+    except ValueError as e:
+        raise ShapeError(f"{name}: {e}") from None
     return ModelShape(
         name=name,
         hidden_size=hidden,
@@ -159,6 +136,7 @@ def shape_from_config(cfg: dict[str, Any], name: str = "model") -> ModelShape:
         head_dim=head_dim,
         vocab_size=vocab,
         max_position_embeddings=max_pos,
+        params=params,
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         torch_dtype=dtype,
         quant=quant,
