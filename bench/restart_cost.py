@@ -16,7 +16,7 @@ max-num-seqs and max-num-batched-tokens as power-of-two choice lists, where keys
 1. the exhaustive optimum over the scenario's fine grid (``bench/search_efficiency.py``'s grid machinery and
    capacity-mode objective: tuner's own capacity rule with the scenario's ``capacity``; ``h200-llama8b`` uses
    the study file's, levels 32, 64, 128, 256 with 256 requests a step, the others a study file's default);
-2. per mode and seed, an ask/tell study as tuner's study loop runs it (``tuner.search.loop._Loop``): the sampler of
+2. per mode and seed, an ask/tell study as tuner's study loop runs it (``tuner.search.loop._optimize``): the sampler of
    ``make_sampler("tpe")`` over the study's space, single objective (the capacity score), constraints by
    ``trial.set_constraint``; trial 0 the baseline (vLLM's defaults: no params, the fixed flags only, as
    ``baseline: true`` gives); before each ``ask`` ``RestartCost.learn`` over the :class:`Launch` records of

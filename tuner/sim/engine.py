@@ -899,15 +899,7 @@ class Engine:
         free = self.kv.free
         if extra(1) > free:
             return None
-        if extra(k_max) > free:
-            lo, hi = 1, k_max
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if extra(mid) <= free:
-                    lo = mid
-                else:
-                    hi = mid
-            k_max = lo
+        k_max = _most_steps_fitting(extra, free, k_max)
         j = np.arange(k_max, dtype=float)
         c_dec = comp[:-1]
         c_p = float(comp[-1])
@@ -985,15 +977,7 @@ class Engine:
 
         if extra(1) > free:
             return None  # the very next step preempts: take the exact path
-        if extra(k_max) > free:
-            lo, hi = 1, k_max  # extra(lo) <= free < extra(hi)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if extra(mid) <= free:
-                    lo = mid
-                else:
-                    hi = mid
-            k_max = lo
+        k_max = _most_steps_fitting(extra, free, k_max)
         kv0 = float(np.sum(comp + 1))
         durs = p.decode_step_times(batch, kv0, k_max)
         ends = self.now + np.cumsum(durs)
@@ -1526,3 +1510,18 @@ def capacity(
         kv_limited=kv_limited,
         preemptions=preemptions,
     )
+
+
+def _most_steps_fitting(extra: Callable[[int], int], free: int, k_max: int) -> int:
+    """The most steps ``k <= k_max`` whose extra KV blocks ``extra(k)`` (non-decreasing) fit in ``free``,
+    given that one step fits (bisection)."""
+    if extra(k_max) <= free:
+        return k_max
+    lo, hi = 1, k_max  # extra(lo) <= free < extra(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if extra(mid) <= free:
+            lo = mid
+        else:
+            hi = mid
+    return lo
