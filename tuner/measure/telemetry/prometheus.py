@@ -1,4 +1,4 @@
-"""Prometheus text exposition -> samples -> vLLM's server-side view. Pure, except :func:`scrape`.
+"""Prometheus text exposition -> samples -> vLLM's server-side view. Pure.
 
 Layers:
 
