@@ -47,7 +47,7 @@ calls = 0
 def mark(name):
     open(os.path.join(folder, name), "w").close()
 
-def fake(spec, params, *, log_dir, runtime_dir, reporter=None):
+def fake(spec, params, *, log_dir, runtime_dir, reporter=None, best_so_far=None):
     global calls
     i = calls
     calls += 1
@@ -129,6 +129,7 @@ class Recorder:
         log_dir: Path,
         runtime_dir: Path,
         reporter: Reporter,
+        best_so_far: float | None = None,
     ) -> TrialResult:
         self.calls.append(dict(params))
         seqs = float(params.get("max-num-seqs", 16))

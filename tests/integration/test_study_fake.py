@@ -88,6 +88,7 @@ class Fake:
         log_dir: Path,
         runtime_dir: Path,
         reporter: Reporter,
+        best_so_far: float | None = None,
     ) -> TrialResult:
         flags, _model = trial_flags(spec, params)
         reason = prelaunch_violation(flags)

@@ -24,6 +24,11 @@ def test_step_requests() -> None:
     assert capacity.step_requests(16, None, cap, False) == 64
     assert capacity.step_requests(2, 200, cap, False) == 50
     assert capacity.step_requests(2, 200, CapacitySpec(requests_per_step=5), False) == 5
+    # enough requests for the highest percentile the SLO names to have an interval
+    assert capacity.step_requests(1, None, cap, False, {"ttft_p99": 1000.0}) == 299
+    assert capacity.step_requests(1, None, cap, False, {"ttft_p90": 1000.0, "itl_p50": 9.0}) == 29
+    assert capacity.step_requests(100, None, cap, False, {"ttft_p90": 1000.0}) == 400
+    assert capacity.step_requests(1, None, CapacitySpec(requests_per_step=5), False, {"ttft_p99": 1.0}) == 5
 
 
 SLO = {"ttft_p99": 1000.0, "itl_p99": 50.0}
@@ -69,10 +74,10 @@ def test_run_ladder_steps_until_the_stop_rule_and_scores_like_scored_step() -> N
         calls.append((i, level, n))
         return script[int(level)]
 
-    cap = CapacitySpec(max_level=16)
+    cap = CapacitySpec(max_level=16, resolution=None)  # the ladder alone
     lad = capacity.run_ladder(cap, 40, False, SLO, 0.05, measure)
     assert [c[1] for c in calls] == [1, 2, 4, 8]  # 8 is 2.5x the TTFT limit: stop
-    assert [c[2] for c in calls] == [capacity.step_requests(lv, 40, cap, False) for lv in (1, 2, 4, 8)]
+    assert [c[2] for c in calls] == [capacity.step_requests(lv, 40, cap, False, SLO) for lv in (1, 2, 4, 8)]
     assert lad.levels == [1, 2, 4, 8] and lad.stop is not None and lad.stop.startswith("SLO broken")
     assert lad.scored == capacity.scored_step(lad.steps, SLO, 0.05) == 1 and lad.feasible
 
@@ -82,6 +87,7 @@ def test_run_ladder_without_a_feasible_step_scores_the_nearest_miss() -> None:
         CapacitySpec(levels=[1, 2]), None, True, SLO, 0.05, lambda i, lv, n: step(100 * lv, 1500 * lv)
     )
     assert lad.scored == 0 and not lad.feasible
+    assert lad.bracket is not None and lad.bracket.passing is None and not lad.bracket.within
 
 
 def test_one_limit_rule_for_steps_and_requests() -> None:

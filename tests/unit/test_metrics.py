@@ -141,10 +141,27 @@ def test_only_warmup_and_failures() -> None:
 
 
 def test_failures_without_end_time_do_not_stretch_duration() -> None:
-    cancelled = RequestRecord(send_time=0.3, error="cancelled")
-    s = summarize([fast(), cancelled])
+    lost = RequestRecord(send_time=0.3, error="connection reset")
+    s = summarize([fast(), lost])
     assert s.duration_s == approx(0.4)
     assert s.failed == 1
+
+
+def test_requests_cut_short_on_purpose_are_neither_completed_nor_failed() -> None:
+    cut = RequestRecord(send_time=0.3, error="cancelled")
+    s = summarize([fast(), cut], pruned="ttft_p99 settled over its limit")
+    assert (s.completed, s.failed) == (1, 0)
+    assert s.pruned == "ttft_p99 settled over its limit"
+    assert Summary.from_dict(s.to_dict()).pruned == s.pruned
+
+
+def test_each_slo_percentile_is_judged_with_its_interval() -> None:
+    s = summarize([fast(), slow()], slo={"ttft_p99": 10_000, "itl_p50": 0.001})
+    assert s.checks["ttft_p99"]["verdict"] == "uncertain"  # two samples: no upper bound for a p99
+    assert s.checks["ttft_p99"]["high"] is None and not s.bounded
+    assert s.checks["itl_p50"]["estimate"] == approx(s.itl_ms.p50)
+    back = Summary.from_dict(s.to_dict())
+    assert back.checks == s.checks and back.uncertain
 
 
 def test_metric_names() -> None:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tuner.measure.metrics import summarize
+from tuner.measure.metrics import Summary, summarize
 from tuner.sim.__main__ import main as sim_main
 from tuner.sim.args import config_from_flags, parse_args
 from tuner.sim.engine import (
@@ -310,7 +310,8 @@ def test_every_profile_plans_an_8b_or_7b_awq_model() -> None:
 
 
 def test_capacity_runs_tuners_rule() -> None:
-    """The simulator's capacity mode is tuner's: its levels, requests per step, stop rule and scored step."""
+    """The simulator's capacity mode is tuner's: its levels (ladder and refinement), requests per step, stop
+    rule and scored step."""
     from tuner.config.spec import CapacitySpec
     from tuner.measure import capacity as rule
 
@@ -318,14 +319,16 @@ def test_capacity_runs_tuners_rule() -> None:
     slo = {"itl_p99": 60.0, "ttft_p99": 2000.0}
     cap = CapacitySpec(max_level=64)
     res = capacity(h100(max_num_seqs=64), w, slo, cap)
-    levels = [lv for lv, _ in res.steps]
-    assert levels == rule.levels(cap)[: len(levels)]
-    steps = [s for _, s in res.steps]
-    assert res.scored == rule.scored_step(steps, slo, 0.05)
-    for k in range(1, len(steps)):  # it stopped exactly where the rule says
-        assert (rule.should_stop(steps[:k], slo, cap.stop_factor, 0.05) is None) == (k < len(steps))
+    done: list[tuple[float, Summary]] = []
+    for lv, s in res.steps:  # every level is the one the rule asks for next
+        assert rule.next_level(cap, False, slo, 0.05, done) == lv
+        done.append((lv, s))
+    assert isinstance(rule.next_level(cap, False, slo, 0.05, done), str)  # and it stopped where the rule says
+    assert len(done) > len([lv for lv in rule.levels(cap) if lv <= max(lv for lv, _ in done)])  # refined
+    steps = [s for _, s in done]
+    assert res.scored == rule.conclude(cap, False, slo, 0.05, done, None).scored
     first = simulate(
-        h100(max_num_seqs=64), w.with_(concurrency=1, requests=rule.step_requests(1, 64, cap, False))
+        h100(max_num_seqs=64), w.with_(concurrency=1, requests=rule.step_requests(1, 64, cap, False, slo))
     )
     assert steps[0].output_throughput_tok_s == first.summary.output_throughput_tok_s
 

@@ -207,6 +207,10 @@ class CapacitySpec(_Strict):
         default=None, ge=1
     )  # default: max(4 x level, workload.requests / 4)
     stop_factor: float = Field(default=2.0, ge=1)  # stop once a latency reaches stop_factor x its SLO limit
+    # refine the SLO boundary until (failing - passing) / passing <= resolution; null: the ladder alone
+    resolution: float | None = Field(default=0.05, gt=0)
+    max_steps: int = Field(default=16, ge=1)  # load steps per server start at most (ladder + refinement)
+    prune: bool = True  # end a step once its SLO verdict is settled (tuner.measure.watch)
 
 
 class Workload(_Strict):
@@ -261,6 +265,13 @@ class Objective(_Strict):
     metric: str
 
 
+class Confirm(_Strict):
+    """``confirm: {top: 3, repeats: 2}``: re-measure the leading configurations (:mod:`tuner.search.confirm`)."""
+
+    top: int = Field(default=3, ge=1)  # the best feasible configurations by the first objective
+    repeats: int = Field(default=2, ge=1)  # fresh server starts each, beside its first measurement
+
+
 class StudySpec(_Strict):
     name: str = Field(min_length=1)
     storage: str | None = None
@@ -290,6 +301,7 @@ class StudySpec(_Strict):
     #: start with a compiled key is cheaper); ``variants``: also offer each candidate with a compiled key's
     #: values (more trials per hour, worse configurations found: docs/restart_cost.md). Only TPE uses it
     compile_key_reuse: Literal["off", "rank", "variants"] = "off"
+    confirm: Confirm | None = None  # re-measure the leaders once ``tuner run`` reaches the budget; default off
     results_dir: str | None = None  # per-trial logs; default: <study file dir>/<name>.runs
     source: str | None = None  # the file this came from (set by the loader)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: ``error`` of a request cut short on purpose (a settled step, Ctrl-C): neither completed nor failed
+CANCELLED = "cancelled"
+
 
 @dataclass
 class RequestRecord:

@@ -17,6 +17,9 @@ Contract of :func:`offer_load`:
 * ``stop`` set: in-flight requests are cancelled and the records so far are returned, the cancelled ones
   with ``error == "cancelled"``. Cancelling ``offer_load`` itself cancels every request and propagates;
 * pacing and durations use the event loop's clock; ``clock`` only stamps records;
+* ``watch`` given: every ``watch_interval_s`` of the measured phase ``watch.settled(records, clock())`` is
+  asked whether the phase's outcome is settled (:class:`tuner.measure.watch.StepWatch`); once it answers,
+  the run stops as with ``stop`` (in-flight requests cancelled, their records ``cancelled``);
 * ``observer.request_done(record, done, total)`` is called as each request finishes, warm-up ones
   included (``record.warmup`` tells); ``done``/``total`` count within the phase (``total`` is ``None`` for
   a duration). An exception from the observer stops the run and propagates.
@@ -37,9 +40,7 @@ import numpy as np
 from tuner.load.arrivals import poisson_offsets
 from tuner.load.client import Target, send_request
 from tuner.load.prompts import Prompt
-from tuner.load.records import RequestRecord
-
-CANCELLED = "cancelled"
+from tuner.load.records import CANCELLED, RequestRecord
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ class LoadPlan:
             raise ValueError("request_timeout_s must be positive")
 
 
+class Watch(Protocol):
+    """Says, from the records so far, whether a load's outcome is already settled (then why)."""
+
+    def settled(self, records: Sequence[RequestRecord], now: float) -> str | None: ...
+
+
 class LoadObserver(Protocol):
     """Told about each finished request (progress display, live log)."""
 
@@ -101,6 +108,8 @@ async def offer_load(
     session: aiohttp.ClientSession | None = None,
     observer: LoadObserver | None = None,
     stop: asyncio.Event | None = None,
+    watch: Watch | None = None,
+    watch_interval_s: float = 0.1,
 ) -> list[RequestRecord]:
     """Offer ``plan``'s load to ``target`` and return every request's record (see the module docstring).
 
@@ -111,15 +120,30 @@ async def offer_load(
     own = session is None
     sess = new_session() if session is None else session
     run = _Run(target, prompts, plan, clock, sess, observer)
+    watcher: asyncio.Task[None] | None = None
+    if watch is not None:
+        stop = stop or asyncio.Event()
+        watcher = asyncio.ensure_future(_watch(run, watch, watch_interval_s, stop))
     try:
         await _until_stopped(run.all(), stop)
     except BaseExceptionGroup as group:  # from a TaskGroup: raise what went wrong, not the wrapper
         raise _first(group) from None
     finally:
+        if watcher is not None:
+            watcher.cancel()
         run.mark_cancelled()
         if own:
             await sess.close()
     return run.records
+
+
+async def _watch(run: _Run, watch: Watch, interval_s: float, stop: asyncio.Event) -> None:
+    """Ask ``watch`` about the measured records every ``interval_s``; set ``stop`` once it is settled."""
+    while not stop.is_set():
+        await asyncio.sleep(interval_s)
+        measured = [r for r in run.records if not r.warmup]
+        if measured and watch.settled(measured, run.clock()) is not None:
+            stop.set()
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

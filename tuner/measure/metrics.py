@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from tuner.load.records import RequestRecord
+from tuner.load.records import CANCELLED, RequestRecord
+from tuner.measure.quantile import judge, quantile_of
 from tuner.measure.slo import RequestLatency, request_latency, within
 
 PERCENTILES = (50, 90, 99)
@@ -71,6 +72,11 @@ class Summary:
     goodput_tok_s: float = math.nan
     errors: dict[str, int] = field(default_factory=dict)  # error text (shortened) -> count
     load: dict[str, Any] = field(default_factory=dict)  # what was offered: concurrency or rate, requests
+    #: each SLO percentile against its limit: ``{"ttft_p99": {"estimate", "low", "high", "verdict"}}``
+    #: (:func:`tuner.measure.quantile.judge`: the interval and whether the verdict is sure)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: why the step was cut short once its verdict was settled (:mod:`tuner.measure.watch`), else None
+    pruned: str | None = None
 
     @property
     def failed_fraction(self) -> float:
@@ -114,7 +120,21 @@ class Summary:
             d["errors"] = dict(self.errors)
         if self.load:
             d["load"] = dict(self.load)
+        if self.checks:
+            d["slo_checks"] = {k: dict(v) for k, v in self.checks.items()}
+        if self.pruned is not None:
+            d["pruned"] = self.pruned
         return d
+
+    @property
+    def uncertain(self) -> bool:
+        """Whether some SLO percentile's interval holds its limit (the verdict could go either way)."""
+        return any(c.get("verdict") == "uncertain" for c in self.checks.values())
+
+    @property
+    def bounded(self) -> bool:
+        """Whether every SLO percentile has an upper bound (enough requests for its interval)."""
+        return all(c.get("high") is not None for c in self.checks.values())
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Summary:
@@ -143,6 +163,8 @@ class Summary:
             goodput_tok_s=_nan(d.get("goodput_tok_s")),
             errors=dict(d.get("errors") or {}),
             load=dict(d.get("load") or {}),
+            checks={str(k): dict(v) for k, v in (d.get("slo_checks") or {}).items()},
+            pruned=d.get("pruned"),
         )
 
 
@@ -150,13 +172,16 @@ def summarize(
     records: Iterable[RequestRecord],
     slo: Mapping[str, float] | None = None,
     load: Mapping[str, Any] | None = None,
+    pruned: str | None = None,
 ) -> Summary:
-    """Compute a :class:`Summary` from records. Warm-up records are ignored.
+    """Compute a :class:`Summary` from records. Warm-up records are ignored, and so are requests cut short
+    on purpose (``error == CANCELLED``: a settled step, given as ``pruned``, or Ctrl-C).
 
     ``slo`` maps ``ttft_p99``/``tpot_p99``/``itl_p99``/``e2e_p99`` (and p90/p50 variants) to a limit in ms;
-    a request counts towards goodput when its own TTFT, TPOT (for an ITL limit too) and E2E are within them.
+    a request counts towards goodput when its own TTFT, TPOT (for an ITL limit too) and E2E are within them,
+    and each percentile limit is judged with its interval (``checks``).
     """
-    measured = [r for r in records if not r.warmup]
+    measured = [r for r in records if not r.warmup and r.error != CANCELLED]
     done = [r for r in measured if r.ok]
     failed = len(measured) - len(done)
 
@@ -194,10 +219,12 @@ def summarize(
         return x / duration if duration > 0 else math.nan
 
     good_rps = good_tok = math.nan
+    checks: dict[str, dict[str, Any]] = {}
     if slo:
         good = [r for r in done if _meets(r, slo)]
         good_rps = rate(len(good))
         good_tok = rate(float(sum(_output_tokens(r) for r in good)))
+        checks = _checks(slo, {"ttft": ttft, "itl": itl, "tpot": tpot, "e2e": e2e})
 
     return Summary(
         duration_s=duration,
@@ -216,7 +243,19 @@ def summarize(
         goodput_tok_s=good_tok,
         errors=errors,
         load=dict(load or {}),
+        checks=checks,
+        pruned=pruned,
     )
+
+
+def _checks(slo: Mapping[str, float], samples: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Each percentile limit judged against its samples, with its interval (:func:`tuner.measure.quantile.judge`)."""
+    checks: dict[str, dict[str, Any]] = {}
+    for name, limit in slo.items():
+        q, values = quantile_of(name), samples.get(name.split("_")[0])
+        if q is not None and values is not None:
+            checks[name] = judge(values, q, limit).to_dict()
+    return checks
 
 
 def _output_tokens(r: RequestRecord) -> int:

@@ -43,6 +43,10 @@ class TrialResult:
     bottleneck: str = ""
     #: the predictive memory check before launch (GPU only): tuner.measure.memory.FitVerdict.to_dict()
     memory_check: dict[str, Any] = field(default_factory=dict)
+    #: capacity mode: ``levels`` (of each step), ``stop`` (why stepping ended), ``bracket``
+    #: (:meth:`tuner.measure.capacity.Bracket.to_dict`), ``load_s`` (seconds of measured load), ``pruned``
+    #: (steps cut short once their verdict was settled)
+    capacity: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -67,7 +71,7 @@ class TrialResult:
             v = getattr(self, k)
             if v is not None:
                 d[k] = v
-        for k in ("flags", "env", "gpu", "server_metrics", "memory_check"):
+        for k in ("flags", "env", "gpu", "server_metrics", "memory_check", "capacity"):
             v = getattr(self, k)
             if v:
                 d[k] = v
@@ -95,4 +99,5 @@ class TrialResult:
             server_metrics=dict(d.get("server_metrics") or {}),
             bottleneck=d.get("bottleneck") or "",
             memory_check=dict(d.get("memory_check") or {}),
+            capacity=dict(d.get("capacity") or {}),
         )

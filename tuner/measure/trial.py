@@ -41,14 +41,15 @@ import aiohttp
 from tuner.config.argv import build_plan, trial_flags
 from tuner.config.redact import Redactor, redact_file, spec_redactor
 from tuner.config.space import prelaunch_violation
-from tuner.config.spec import FlagValue, StudySpec, Workload
+from tuner.config.spec import FlagValue, StudySpec
 from tuner.errors import ServerCrashed, TrialFailure
 from tuner.load.client import Target
 from tuner.load.prompts import Prompt, Tokenizer, build_prompts, load_tokenizer
 from tuner.load.runner import LoadPlan, offer_load
 from tuner.measure import capacity
-from tuner.measure.metrics import Summary, summarize
+from tuner.measure.metrics import Summary
 from tuner.measure.result import TrialResult
+from tuner.measure.steps import measure_steps, prompts_needed
 from tuner.measure.telemetry.serverside import MetricsPoller, agreement, scrape_text
 from tuner.progress import NullReporter, Reporter
 from tuner.server.env import auth_headers
@@ -67,20 +68,27 @@ def run_trial(
     url: str | None = None,
     trial_name: str = "trial",
     port_picker: Callable[[str], int] | None = None,
+    best_so_far: float | None = None,
 ) -> TrialResult:
     """Measure one configuration (see the module docstring for the contract). ``port_picker`` chooses the
-    server's port (default: a free one, :func:`tuner.server.ports.free_port`)."""
+    server's port (default: a free one, :func:`tuner.server.ports.free_port`); ``best_so_far`` (the
+    study's best SLO capacity, output tok/s) lets capacity mode skip refining a bracket that cannot beat it."""
     rep = reporter or NullReporter()
     started = time.time()
     flags, model = trial_flags(spec, params)
     redactor = spec_redactor(spec)
     if url is not None:
         target = _target(spec, model, url.rstrip("/"), flags)
-        outcome = _Outcome(env=_environment(), measured=_measure(spec, target, model, rep, lambda: True))
+        outcome = _Outcome(
+            env=_environment(),
+            measured=_measure(spec, target, model, rep, lambda: True, best_so_far=best_so_far),
+        )
     else:
         log_path = log_dir / f"{trial_name}.server.log"
         try:
-            outcome = _launch(spec, params, flags, model, rep, log_path, runtime_dir, port_picker)
+            outcome = _launch(
+                spec, params, flags, model, rep, log_path, runtime_dir, port_picker, best_so_far
+            )
         finally:
             redact_file(log_path, redactor)  # the log the server wrote, whatever happened
     return outcome.result(started, time.time(), redactor)
@@ -110,6 +118,7 @@ class _Measured:
     server_metrics: Mapping[str, Any]
     bottleneck: str
     failure: _Failure | None  # load_errors when every step failed too many requests
+    capacity: Mapping[str, Any] = field(default_factory=dict)  # levels, stop, bracket, load_s, pruned
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,7 @@ class _Outcome:
             server_metrics=dict(m.server_metrics) if m else {},
             bottleneck=m.bottleneck if m else "",
             memory_check=dict(self.memory_check),
+            capacity=dict(m.capacity) if m else {},
         )
 
 
@@ -159,6 +169,7 @@ def _launch(
     log_path: Path,
     runtime_dir: Path,
     port_picker: Callable[[str], int] | None,
+    best_so_far: float | None,
 ) -> _Outcome:
     """The rules known before launch, then start the server, measure it and stop it."""
     rep.phase("checking")
@@ -194,7 +205,9 @@ def _launch(
             launch = dataclasses.replace(launch, argv=server.argv, startup_s=server.startup_s)
             target = _target(spec, model, server.url, flags)
             try:
-                measured = _measure(spec, target, model, rep, server.alive, flags.get("max-num-seqs"))
+                measured = _measure(
+                    spec, target, model, rep, server.alive, flags.get("max-num-seqs"), best_so_far
+                )
             finally:
                 rep.phase("stopping")
             try:
@@ -223,23 +236,24 @@ def _measure(
     rep: Reporter,
     alive: Callable[[], bool],
     max_num_seqs: object = None,
+    best_so_far: float | None = None,
 ) -> _Measured:
     """Run the workload against ``target``: the steps, the scored one, its telemetry and the load's verdict."""
     w = spec.workload
     slo = spec.slo.limits()
     prompts = list(
         _prompts(
-            w.tokenizer or model, _prompts_needed(spec), w.input_tokens, w.shared_prefix_tokens, w.seed, w.api
+            w.tokenizer or model, prompts_needed(spec), w.input_tokens, w.shared_prefix_tokens, w.seed, w.api
         )
     )
     from tuner.measure.telemetry.nvml import GpuSampler
 
     visible = spec.server.env.get("CUDA_VISIBLE_DEVICES")
     with GpuSampler(visible_devices=visible, on_unavailable=rep.message) as gpu:
-        run = _run_async(_drive(spec, target, prompts, rep, alive))
+        run = _run_async(_drive(spec, target, prompts, rep, alive, best_so_far))
     steps = run.steps
-    capacity_mode = w.mode == "capacity"
-    idx = capacity.scored_step(steps, slo, w.max_failed_fraction) if capacity_mode else 0
+    capacity_mode = run.ladder is not None
+    idx = run.ladder.scored if run.ladder is not None else 0
     start, end = run.windows[idx]
     server_metrics = agreement(run.before, run.after, steps)
     verdict = ""
@@ -258,7 +272,21 @@ def _measure(
         server_metrics=server_metrics,
         bottleneck=verdict,
         failure=_load_errors(steps, w.max_failed_fraction),
+        capacity=_capacity_info(run.ladder, run.windows),
     )
+
+
+def _capacity_info(ladder: capacity.Ladder | None, windows: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """What a capacity run stores beside its steps: levels, why it stopped, the bracket, load seconds."""
+    if ladder is None:
+        return {}
+    return {
+        "levels": list(ladder.levels),
+        "stop": ladder.stop,
+        "bracket": ladder.bracket.to_dict() if ladder.bracket is not None else None,
+        "load_s": round(sum(end - start for start, end in windows), 3),
+        "pruned": sum(1 for s in ladder.steps if s.pruned is not None),
+    }
 
 
 def _load_errors(steps: Sequence[Summary], max_failed_fraction: float) -> _Failure | None:
@@ -301,13 +329,19 @@ def _run_async(coro: Coroutine[Any, Any, _R]) -> _R:
 class _Run:
     steps: list[Summary]
     windows: list[tuple[float, float]]  # monotonic (start, end) of each step
+    ladder: capacity.Ladder | None  # capacity mode: the scored step, why it stopped, the bracket
     before: str | None  # /metrics text before the measured phase
     after: str | None
     poller: MetricsPoller | None
 
 
 async def _drive(
-    spec: StudySpec, target: Target, prompts: list[Prompt], rep: Reporter, alive: Callable[[], bool]
+    spec: StudySpec,
+    target: Target,
+    prompts: list[Prompt],
+    rep: Reporter,
+    alive: Callable[[], bool],
+    best_so_far: float | None,
 ) -> _Run:
     """Warm-up, then the measured phase with /metrics polled beside it."""
     w = spec.workload
@@ -329,54 +363,11 @@ async def _drive(
         before = await scrape_text(session, target.base_url)
         poller = MetricsPoller(session, target.base_url) if before is not None else None
         async with poller if poller is not None else contextlib.nullcontext():
-            steps, windows = await _steps(spec, target, prompts, rep, alive, session)
-        after = await scrape_text(session, target.base_url)
-    return _Run(steps, windows, before, after, poller)
-
-
-async def _steps(
-    spec: StudySpec,
-    target: Target,
-    prompts: list[Prompt],
-    rep: Reporter,
-    alive: Callable[[], bool],
-    session: aiohttp.ClientSession,
-) -> tuple[list[Summary], list[tuple[float, float]]]:
-    """The measured phase: one fixed run, or the capacity steps. Returns summaries and their time windows."""
-    w = spec.workload
-    slo = spec.slo.limits()
-    steps: list[Summary] = []
-    windows: list[tuple[float, float]] = []
-    if w.mode == "fixed":
-        plan = _plan(w, w.concurrency, w.request_rate, w.requests, w.seed)
-        rep.phase("load", _describe(plan))
-        t0 = time.monotonic()
-        records = await offer_load(target, prompts, plan, session=session)
-        windows.append((t0, time.monotonic()))
-        steps.append(summarize(records, slo, load=_load_info(plan)))
-    else:
-        is_rate = w.request_rate is not None
-        sent = 0  # measured requests so far: each step starts at the first prompt not sent yet
-        for i, level in enumerate(capacity.levels(w.capacity)):
-            n = capacity.step_requests(level, w.requests, w.capacity, is_rate)
-            plan = _plan(
-                w,
-                None if is_rate else max(1, int(level)),
-                level if is_rate else None,
-                None if w.duration_s else n,
-                w.seed + i,
+            steps, windows, ladder = await measure_steps(
+                spec, target, prompts, rep, alive, session, best_so_far
             )
-            rep.phase("load", f"step {i + 1}: {_describe(plan)}")
-            t0 = time.monotonic()
-            records = await offer_load(target, _rotate(prompts, sent), plan, session=session)
-            sent += sum(1 for r in records if not r.warmup)
-            windows.append((t0, time.monotonic()))
-            steps.append(summarize(records, slo, load=_load_info(plan)))
-            if not alive():
-                break
-            if capacity.should_stop(steps, slo, w.capacity.stop_factor, w.max_failed_fraction):
-                break
-    return steps, windows
+        after = await scrape_text(session, target.base_url)
+    return _Run(steps, windows, ladder, before, after, poller)
 
 
 @functools.lru_cache(maxsize=1)
@@ -410,74 +401,3 @@ def _memory_check(model: str, flags: Mapping[str, Any], visible: str | None) -> 
     except (OSError, ValueError):
         return None
     return check_fits(cfg, flags, int(facts["memory_total_mib"]) << 20).to_dict()
-
-
-def _plan(
-    w: Workload, concurrency: int | None, rate: float | None, requests: int | None, seed: int
-) -> LoadPlan:
-    """A measured load of the workload's shape at one level (duration and timeout from the file)."""
-    return LoadPlan(
-        output_tokens=w.output_tokens,
-        concurrency=concurrency,
-        request_rate=rate,
-        requests=requests,
-        duration_s=w.duration_s,
-        request_timeout_s=w.request_timeout_s,
-        seed=seed,
-    )
-
-
-def _rotate(prompts: list[Prompt], offset: int) -> list[Prompt]:
-    """The prompts from ``offset`` on (wrapping), so a step does not replay the prompts of earlier steps."""
-    k = offset % len(prompts) if prompts else 0
-    return prompts[k:] + prompts[:k]
-
-
-#: prompts built per trial at most (building costs ~1.5 ms per 1024-token prompt); beyond it they repeat
-MAX_PROMPTS = 4096
-
-
-def _prompts_needed(spec: StudySpec) -> int:
-    """Distinct prompts for one trial: warm-up plus every measured request, so no request repeats an earlier
-    prompt (a repeat would hit the prefix cache and fake a fast TTFT). Duration-bounded loads are estimated
-    (rate x duration, or 1024); past :data:`MAX_PROMPTS` prompts repeat."""
-    w = spec.workload
-    if w.mode == "fixed":
-        if w.requests is not None:
-            measured = w.requests
-        elif w.request_rate is not None and w.duration_s is not None:
-            measured = int(w.request_rate * w.duration_s * 1.2) + 1
-        else:
-            measured = 1024
-    else:
-        is_rate = w.request_rate is not None
-        if w.duration_s is not None:
-            measured = sum(
-                int(lv * w.duration_s * 1.2) + 1 if is_rate else 1024 // 4
-                for lv in capacity.levels(w.capacity)
-            )
-        else:
-            measured = sum(
-                capacity.step_requests(lv, w.requests, w.capacity, is_rate)
-                for lv in capacity.levels(w.capacity)
-            )
-    return max(1, min(w.warmup_requests + measured, MAX_PROMPTS))
-
-
-def _describe(plan: LoadPlan) -> str:
-    how = f"concurrency {plan.concurrency}" if plan.request_rate is None else f"{plan.request_rate:g} req/s"
-    size = f"{plan.requests} requests" if plan.requests else f"{plan.duration_s:g} s"
-    return f"{how}, {size}"
-
-
-def _load_info(plan: LoadPlan) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in {
-            "concurrency": plan.concurrency,
-            "request_rate": plan.request_rate,
-            "requests": plan.requests,
-            "duration_s": plan.duration_s,
-        }.items()
-        if v is not None
-    }

@@ -22,6 +22,11 @@ worker records, liveness and resume: :mod:`tuner.search.workers`; Ctrl-C: :mod:`
   the trial is marked FAIL (``interrupted``), queued again, and :class:`~tuner.errors.Interrupted` is
   raised (exit 130). Outside a trial it stops the loop at the next safe point. The second: see
   :mod:`tuner.search.signals`.
+* **Confirm** — with ``confirm`` (``tuner confirm``) no trial is sampled: the repeats of the leading
+  configurations are queued (:func:`tuner.search.confirm.queue_repeats`, after the orphans are repaired) and
+  run until none is queued; with the study file's ``confirm`` option the same follows a search stopped by
+  its budget. A repeat is a trial like any other (log folder, record, Ctrl-C, resume) with user attr
+  ``repeat_of``; repeats never count toward the budget and are never surplus.
 * **Timeout** — no new trial starts once the time left is shorter than the mean duration of the launched
   trials so far.
 * **Progress** — the reporter hears ``trial_started``, the trial function's phases, ``phase("saving")``
@@ -45,16 +50,17 @@ from optuna.trial import TrialState
 from tuner.config.paths import default_storage, runs_dir
 from tuner.config.redact import spec_redactor
 from tuner.config.space import suggest
-from tuner.config.spec import FlagValue, StudySpec
+from tuner.config.spec import Confirm, FlagValue, StudySpec
 from tuner.errors import Interrupted, TrialFailure
 from tuner.measure.result import TrialResult
 from tuner.progress import FinishedTrial, NullReporter, Reporter
 from tuner.search import record, workers
+from tuner.search.confirm import queue_repeats, waiting_repeats
 from tuner.search.objectives import evaluate
 from tuner.search.record import result_attrs
 from tuner.search.signals import SigintGuard
 from tuner.search.storage import storage_errors
-from tuner.search.study import OpenedStudy, baseline_flags, fits_before, open_study
+from tuner.search.study import OpenedStudy, baseline_flags, best_capacity, fits_before, open_study
 from tuner.search.trial_cost import TrialCosts
 from tuner.search.workers import GRACE_S, HEARTBEAT_S
 from tuner.server.failures import INTERRUPTED
@@ -72,6 +78,7 @@ class TrialFn(Protocol):
         log_dir: Path,
         runtime_dir: Path,
         reporter: Reporter = ...,
+        best_so_far: float | None = ...,
     ) -> TrialResult: ...
 
 
@@ -82,10 +89,11 @@ class StudyOutcome:
     study_name: str
     storage_url: str
     budget: int
-    complete: int  # COMPLETE trials in the study at the end
-    told: int  # trials this process finished
-    stopped: str  # "budget" or "timeout"
+    complete: int  # COMPLETE trials of the search in the study at the end (repeats not counted)
+    told: int  # trials this process finished, repeats included
+    stopped: str  # "budget", "timeout" or "confirmed" (no repeat left to run)
     repaired: list[int]  # numbers of trials found interrupted and queued again
+    repeats: int = 0  # repeats (``tuner confirm``) this process finished
 
 
 def run_study(
@@ -102,6 +110,7 @@ def run_study(
     grace_s: float = GRACE_S,
     heartbeat_s: float = HEARTBEAT_S,
     handle_signals: bool = True,
+    confirm: Confirm | None = None,
 ) -> StudyOutcome:
     """Run (or continue) the study of ``spec`` to its budget. See the module docstring for the contract.
 
@@ -110,7 +119,8 @@ def run_study(
     :func:`tuner.config.paths.runs_dir`); server pidfiles to ``runtime_dir`` (default ``$TUNER_RUNTIME_DIR``,
     else ``log_root/runtime``), which is also where servers of dead tuners are looked for. Raises
     :class:`~tuner.errors.UsageError` for bad input (before any write), :class:`~tuner.errors.StorageError`,
-    or :class:`~tuner.errors.Interrupted` after Ctrl-C.
+    or :class:`~tuner.errors.Interrupted` after Ctrl-C. ``confirm``: run the repeats it asks for instead
+    of the search (see the module docstring).
     """
     opened = open_study(spec, storage_url or default_storage(spec), n_trials=n_trials, must_exist=must_exist)
     if trial_fn is None:
@@ -127,10 +137,19 @@ def run_study(
     deadline = None if timeout is None else time.time() + float(timeout)
     with SigintGuard(runtime_dir, enabled=handle_signals) as guard:
         run = _Run(spec, opened, rep, trial_fn, guard, runtime_dir, log_root, grace_s, heartbeat_s)
-        stopped = _optimize(run, deadline)
+        stopped = "budget" if confirm is not None else _optimize(run, deadline)
+        confirm = confirm or spec.confirm
+        if confirm is not None and stopped == "budget":
+            with storage_errors(opened.url):
+                _repair(run)
+                queue_repeats(run.study, confirm.top, confirm.repeats)
+            stopped = _optimize(run, deadline, repeats=True)
     with storage_errors(opened.url):
-        complete = len(opened.handle.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    return StudyOutcome(spec.name, opened.url, opened.budget, complete, run.told, stopped, run.repaired)
+        done = opened.handle.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = sum(record.repeat_of(t) is None for t in done)
+    return StudyOutcome(
+        spec.name, opened.url, opened.budget, complete, run.told, stopped, run.repaired, run.repeats
+    )
 
 
 @dataclass
@@ -148,6 +167,7 @@ class _Run:
     heartbeat_s: float
     me: workers.Worker = field(default_factory=workers.this_worker)
     told: int = 0
+    repeats: int = 0
     repaired: list[int] = field(default_factory=list)
 
     @property
@@ -159,14 +179,15 @@ class _Run:
         return f"continue with: tuner resume {self.spec.source or self.spec.name}"
 
 
-def _optimize(run: _Run, deadline: float | None) -> str:
-    """Trials until the budget (or the deadline); returns why it stopped: "budget" or "timeout"."""
+def _optimize(run: _Run, deadline: float | None, *, repeats: bool = False) -> str:
+    """Trials until the budget (or the deadline); returns why it stopped: "budget" or "timeout". With
+    ``repeats``: until no repeat is queued ("confirmed")."""
     costs = TrialCosts(run.spec, run.study.sampler)
     while True:
         if run.guard.count:
             raise Interrupted(f"interrupted; {run.resume_hint}")
         with storage_errors(run.opened.url):
-            stop = _should_stop(run, deadline)
+            stop = _should_stop(run, deadline, repeats)
             if stop is not None:
                 return stop
             costs.before_ask(run.study)
@@ -183,19 +204,22 @@ def _optimize(run: _Run, deadline: float | None) -> str:
             with storage_errors(run.opened.url):
                 finished = _tell(run, trial, result)
         run.told += 1
+        run.repeats += record.repeat_of(trial) is not None
         run.reporter.trial_finished(trial.number, result.status, finished)
 
 
-def _should_stop(run: _Run, deadline: float | None) -> str | None:
-    """Repair orphans, then: "budget" when finished + running trials fill it, "timeout" when one more
-    trial would not fit before ``deadline``, else None."""
-    repaired = workers.repair_orphans(run.opened.handle, run.spec, grace_s=run.grace_s, me=run.me)
-    if repaired:
-        run.reporter.message(f"trial(s) {repaired} had lost their worker: marked interrupted, queued again")
-    run.repaired += repaired
+def _should_stop(run: _Run, deadline: float | None, repeats: bool = False) -> str | None:
+    """Repair orphans, then: "budget" when finished + running trials of the search (repeats aside) fill
+    it (with ``repeats``: "confirmed" when no repeat is queued), "timeout" when one more trial would not fit
+    before ``deadline``, else None."""
+    _repair(run)
     trials = run.study.get_trials(deepcopy=False)
-    under_way = sum(t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials)
-    if under_way >= run.opened.budget:
+    if repeats and not waiting_repeats(trials):
+        return "confirmed"
+    under_way = sum(
+        t.state in (TrialState.COMPLETE, TrialState.RUNNING) and record.repeat_of(t) is None for t in trials
+    )
+    if not repeats and under_way >= run.opened.budget:
         return "budget"
     if deadline is not None and not fits_before(trials, deadline):
         run.reporter.message("timeout: the time left would not fit one more trial")
@@ -203,10 +227,21 @@ def _should_stop(run: _Run, deadline: float | None) -> str | None:
     return None
 
 
+def _repair(run: _Run) -> None:
+    repaired = workers.repair_orphans(run.opened.handle, run.spec, grace_s=run.grace_s, me=run.me)
+    if repaired:
+        run.reporter.message(f"trial(s) {repaired} had lost their worker: marked interrupted, queued again")
+    run.repaired += repaired
+
+
 def _surplus(run: _Run, trial: optuna.Trial) -> bool:
-    """True (and the trial given back) when trials numbered before it already fill the budget."""
+    """True (and the trial given back) when trials of the search numbered before it already fill the
+    budget; a repeat is never surplus."""
+    if record.repeat_of(trial) is not None:
+        return False
     states = (TrialState.COMPLETE, TrialState.RUNNING)
-    ahead = sum(t.number < trial.number for t in run.study.get_trials(deepcopy=False, states=states))
+    trials = run.study.get_trials(deepcopy=False, states=states)
+    ahead = sum(t.number < trial.number and record.repeat_of(t) is None for t in trials)
     if ahead < run.opened.budget:
         return False
     workers.give_back(run.opened.handle, trial, run.spec, {record.ATTR_SURPLUS: True})
@@ -220,7 +255,11 @@ def _prepare(run: _Run, trial: optuna.Trial, costs: TrialCosts) -> dict[str, Fla
     is_base = bool(attrs.get(record.ATTR_BASELINE))
     params: dict[str, FlagValue] = {} if is_base else suggest(trial, run.spec)
     if record.ATTR_REQUEUED_FROM in attrs:
-        twin = workers.finished_twin(run.study, params, is_base)
+        twin = (
+            workers.finished_twin(run.study, params, is_base)
+            if record.repeat_of(trial) is None
+            else workers.finished_copy(run.study, attrs[record.ATTR_REQUEUED_FROM])
+        )
         if twin is not None:
             trial.set_user_attr(record.ATTR_DUPLICATE_OF, twin)
             run.study.tell(trial, state=TrialState.FAIL)
@@ -246,7 +285,12 @@ def _measure(run: _Run, trial: optuna.Trial, trial_id: int, run_params: dict[str
             raise KeyboardInterrupt
         with workers.Heartbeat(run.opened.handle.storage, trial_id, run.heartbeat_s):
             result = run.trial_fn(
-                run.spec, run_params, log_dir=log_dir, runtime_dir=run.runtime_dir, reporter=run.reporter
+                run.spec,
+                run_params,
+                log_dir=log_dir,
+                runtime_dir=run.runtime_dir,
+                reporter=run.reporter,
+                best_so_far=best_capacity(run.study, run.spec),
             )
     except KeyboardInterrupt:
         _give_back(run, trial, {record.ATTR_INTERRUPTED: True})

@@ -53,6 +53,7 @@ from tuner.search.record import (
     ATTR_METRIC_NAMES,
     ATTR_SPEC,
     ATTR_TUNER_VERSION,
+    read,
     trial_seconds,
 )
 from tuner.search.samplers import make_sampler
@@ -242,3 +243,16 @@ def fits_before(trials: Sequence[FrozenTrial], deadline: float) -> bool:
         and (took := trial_seconds(t)) is not None
     ]
     return not durations or left >= sum(durations) / len(durations)
+
+
+def best_capacity(study: optuna.Study, spec: StudySpec) -> float | None:
+    """The study's best SLO capacity so far (output tok/s of a feasible measured trial), when its first
+    objective is to maximise output throughput; None otherwise or before any feasible trial."""
+    if spec.metric_names[0] != "output_throughput" or spec.direction_names[0] != "maximize":
+        return None
+    found = [
+        rec.values[0]
+        for rec in map(read, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if rec.feasible and rec.values
+    ]
+    return max(found, default=None)

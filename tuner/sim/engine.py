@@ -29,6 +29,7 @@ with the efficiency constants of :mod:`tuner.sim.hardware`. Times are simulated 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections import OrderedDict, deque
@@ -49,6 +50,7 @@ from tuner.measure.memory import (
     weights_per_gpu,
 )
 from tuner.measure.metrics import Distribution, Summary
+from tuner.measure.quantile import settled_broken
 from tuner.measure.slo import request_latency, within
 from tuner.sim.hardware import GiB, Hardware, get_hardware
 from tuner.sim.model_shape import ModelShape, load_shape
@@ -1275,22 +1277,14 @@ def simulate(
         issued += 1
         return r
 
-    # p99 (linear interpolation) exceeds x once the top n - floor(0.99 (n - 1)) values do
-    n_meas = w.requests
-    abort_after = n_meas - math.floor(0.99 * (n_meas - 1)) if ttft_abort_ms is not None else None
     slow = 0
     aborted = False
 
     def on_finish(r: SimRequest) -> None:
         nonlocal slow, aborted
-        if (
-            abort_after is not None
-            and not r.warmup
-            and (r.first_token - r.arrival) * 1e3 > (ttft_abort_ms or 0.0)
-        ):
+        if ttft_abort_ms is not None and not r.warmup and (r.first_token - r.arrival) * 1e3 > ttft_abort_ms:
             slow += 1
-            if slow >= abort_after:
-                aborted = True
+            aborted = settled_broken(slow, w.requests, 0.99)  # the p99 is over it whatever comes
         if w.concurrency is not None and issued < total:
             eng.add(make(eng.now + w.client_gap_s))
 
@@ -1479,12 +1473,16 @@ def capacity(
     rule, scored step) with each level run by :func:`simulate`: closed-loop concurrency, or Poisson arrivals
     at that rate when ``workload.rate`` is set. ``cap`` defaults to a study file's default ``capacity:``.
 
-    A step whose TTFT p99 is certain to exceed ``stop_factor`` x its limit is cut short (the summary covers
-    the requests finished by then, whose p99 is already past it): the rule stops there either way."""
+    A step whose TTFT p99 is settled over its limit is cut short and marked pruned, as tuner's
+    :class:`tuner.measure.watch.StepWatch` does (``cap.prune``; without it, once settled over
+    ``stop_factor`` x the limit, where the rule stops either way)."""
     plan = config if isinstance(config, Plan) else plan_engine(config)
     spec = cap if cap is not None else CapacitySpec()
     is_rate = workload.rate is not None
-    abort = spec.stop_factor * slo["ttft_p99"] if "ttft_p99" in slo else None
+    # tuner's pruning (tuner.measure.watch) ends a step once its TTFT p99 is settled over the limit;
+    # without it, the ladder's stop rule is settled at stop_factor x the limit
+    limit = slo.get("ttft_p99")
+    abort = None if limit is None else (limit if spec.prune else spec.stop_factor * limit)
     kv_limited = False
     preemptions = 0
 
@@ -1499,6 +1497,8 @@ def capacity(
         res = simulate(plan, w, slo=slo, ttft_abort_ms=abort)
         kv_limited = kv_limited or res.stats.kv_limited
         preemptions += res.stats.preemptions
+        if res.aborted and spec.prune:
+            return dataclasses.replace(res.summary, pruned="ttft_p99 settled over its limit")
         return res.summary
 
     lad = run_ladder(spec, workload.requests, is_rate, slo, max_failed_fraction, measure)
