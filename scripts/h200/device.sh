@@ -15,6 +15,9 @@
 #   study          restore, then `python3 -m tuner run $STUDY --timeout <soft>` under a hard deadline:
 #                  tuner starts no trial it cannot finish by the soft limit; at the hard limit it gets SIGINT
 #                  (it stops the trial's server; the trial is queued again), SIGKILL 30 s later
+#   independent    restore, then scripts/h200/independent.py: `vllm bench serve` against the baseline's and
+#                  the best trial's servers (or TRIALS="n m") at the levels tuner bracketed ->
+#                  $OUT/independent.md, independent.log, independent.tar.gz (every level's raw result)
 # Always, at the end (also after a failure): stop leftover vLLM servers, then copy to $OUT the database,
 # the logs and telemetry of the trials run in this run (runs.tar.gz), tuner's output, `tuner status` and the
 # Pareto table and PNG. At most 8 files come back: device.log (the tee above) + the 7 written here.
@@ -205,6 +208,15 @@ for step in "$@"; do
         | tee "$OUT/tuner.log"
       rc=${PIPESTATUS[0]}
       log "tuner exited with $rc (0 done or timed out, 124/130 stopped at the hard limit, 137 killed)" ;;
+    independent)
+      # vLLM's own client against the baseline's and the best trial's servers (scripts/h200/independent.py)
+      restore
+      stop_leftovers
+      d="$STATE/independent"; mkdir -p "$d"
+      "$PY" scripts/h200/independent.py "$STUDY" --storage "sqlite:///$DB" --out "$d" \
+        --deadline $(( $(left) - COLLECT_S - 90 )) ${TRIALS:+--trials $TRIALS} 2>&1 | tee "$OUT/independent.log"
+      cp "$d/independent.md" "$OUT/" 2>/dev/null
+      ( cd "$STATE" && tar -czf "$OUT/independent.tar.gz" independent ) ;;
     *)
       log "unknown step $step"; exit 2 ;;
   esac

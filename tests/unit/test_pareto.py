@@ -14,7 +14,7 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from tuner.errors import TunerError, UsageError
-from tuner.report.pareto import pareto_rows, pick, points
+from tuner.report.pareto import pareto_rows, pick, step_rows, step_view
 from tuner.report.plot import write_plot
 from tuner.report.table import rich_table, to_csv
 
@@ -40,7 +40,11 @@ def add(
             "status": status,
             "is_baseline": baseline,
             "failure": None if status == "ok" else status,
-            "result": {"status": status, "metrics": {"output_throughput_tok_s": thr}, "flags": dict(p)},
+            "result": {
+                "status": status,
+                "metrics": {"output_throughput_tok_s": thr, "ttft_ms": {"p99": lat}, "completed": 10},
+                "flags": dict(p),
+            },
         },
     )
     t.set_constraint("ttft_p99", violation)
@@ -137,17 +141,15 @@ def test_single_objective_pick_latency_is_refused() -> None:
         pick(study, "latency")
 
 
-def test_points_kinds() -> None:
+def test_step_view_kinds() -> None:
     study = new_study()
     add(study, 200, 1000, baseline=True)
     add(study, 300, 2500, violation=0.25)
     add(study, 0, 22000, violation=10.0, status="oom")
-    kinds = {p.number: (p.kind, p.is_baseline, p.on_front, p.label) for p in points(study)}
-    assert kinds == {
-        0: ("feasible", True, True, ""),
-        1: ("infeasible", False, False, ""),
-        2: ("failed", False, False, "oom"),
-    }
+    view = step_view(study)
+    assert view.failed == [(2, "oom")]  # told as a failure: no point, named instead
+    assert [(s.trial, s.is_baseline) for s in view.steps] == [(0, True), (1, False)]
+    assert view.primary == "ttft_p99" and view.slo == {"ttft_p99": 2000}
 
 
 def test_table_and_csv() -> None:
@@ -187,6 +189,10 @@ def test_plot_refuses_other_extensions(tmp_path: Path) -> None:
         write_plot(new_study(), tmp_path / "front.pdf")
 
 
+def done(concurrency: int) -> dict[str, Any]:
+    return {"completed": 10, "load": {"concurrency": concurrency}}
+
+
 def test_capacity_steps_become_the_curve() -> None:
     study = new_study()
     t = optuna.trial.create_trial(
@@ -197,13 +203,9 @@ def test_capacity_steps_become_the_curve() -> None:
                 "status": "ok",
                 "metrics": {"output_throughput_tok_s": 300.0, "ttft_ms": {"p99": 800.0}},
                 "steps": [
-                    {"output_throughput_tok_s": 100.0, "ttft_ms": {"p99": 200.0}, "load": {"concurrency": 1}},
-                    {"output_throughput_tok_s": 300.0, "ttft_ms": {"p99": 800.0}, "load": {"concurrency": 4}},
-                    {
-                        "output_throughput_tok_s": 350.0,
-                        "ttft_ms": {"p99": 4100.0},
-                        "load": {"concurrency": 16},
-                    },
+                    {"output_throughput_tok_s": 100.0, "ttft_ms": {"p99": 200.0}, **done(1)},
+                    {"output_throughput_tok_s": 300.0, "ttft_ms": {"p99": 800.0}, **done(4)},
+                    {"output_throughput_tok_s": 350.0, "ttft_ms": {"p99": 4100.0}, **done(16)},
                 ],
                 "scored_step": 1,
             },
@@ -212,9 +214,79 @@ def test_capacity_steps_become_the_curve() -> None:
     t.set_constraint("failed", 0.0)
     study.add_trial(t)
     (row,) = pareto_rows(study)
-    assert row["steps"] == [
+    assert row["steps"] == [  # as stored, "completed" aside
         {"load": {"concurrency": 1}, "output_throughput": 100.0, "ttft_p99": 200.0},
         {"load": {"concurrency": 4}, "output_throughput": 300.0, "ttft_p99": 800.0},
         {"load": {"concurrency": 16}, "output_throughput": 350.0, "ttft_p99": 4100.0},
     ]
-    assert points(study)[0].steps == row["steps"]
+    view = step_view(study)
+    assert [(s.index, s.load, s.throughput, s.latency) for s in view.steps] == [
+        (i, r["load"], r["output_throughput"], {"ttft_p99": r["ttft_p99"]})
+        for i, r in enumerate(row["steps"])
+    ]
+    assert [s.scored for s in view.steps] == [False, True, False]
+    # the step-level front: every step no other beats on throughput and TTFT p99 (SLO broken or not)
+    assert [(r["trial"], r["load"]["concurrency"], r["meets_slo"]) for r in step_rows(study)] == [
+        (0, 1, True),
+        (0, 4, True),
+        (0, 16, False),
+    ]
+
+
+def test_cli_steps_prints_the_step_level_front(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import yaml
+
+    from tuner.cli.main import main
+
+    (tmp_path / "m").mkdir()
+    spec = {
+        "name": "steps",
+        "model": "./m",
+        "search": {"max-num-seqs": {"low": 1, "high": 64}},
+        "workload": {"input_tokens": 16, "output_tokens": 8, "requests": 8},
+        "slo": {"ttft_p99_ms": 2000},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(study_name="steps", storage=url, directions=["maximize", "minimize"])
+    study.set_user_attr("metric_names", ["output_throughput", "ttft_p99"])
+    study.set_user_attr("spec", {"slo": {"ttft_p99_ms": 2000}})
+    steps = [
+        {"output_throughput_tok_s": 100.0, "ttft_ms": {"p99": 200.0}, **done(1)},
+        {"output_throughput_tok_s": 300.0, "ttft_ms": {"p99": 2800.0}, **done(4)},
+    ]
+    t = optuna.trial.create_trial(
+        values=[100.0, 200.0], user_attrs={"status": "ok", "result": {"steps": steps, "scored_step": 0}}
+    )
+    t.set_constraint("failed", 0.0)
+    study.add_trial(t)
+    base = ["pareto", str(tmp_path / "s.yaml"), "--storage", url]
+    assert main([*base, "--steps", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["load"]["concurrency"], r["meets_slo"]) for r in rows] == [(1, True), (4, False)]
+    assert main([*base, "--steps", "--format", "csv"]) == 0
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[0]
+        .startswith("trial,is_baseline,load,output_throughput,ttft_p99")
+    )
+    assert main([*base, "--steps"]) == 0
+    out = capsys.readouterr().out
+    assert "step-level front on ttft_p99 (2 steps)" in out and "2800 OVER" in out
+    assert main([*base, "--format", "json"]) == 0  # the default stays the trial-level front
+    assert [r["trial"] for r in json.loads(capsys.readouterr().out)] == [0]
+
+
+def test_the_table_shows_the_spread_over_repeats() -> None:
+    study = new_study()
+    add(study, 200, 1000, baseline=True)
+    add(study, 300, 500, params={"max-num-seqs": 8, "gpu-memory-utilization": 0.5})
+    rows = pareto_rows(study)
+    assert rows[0]["spread"] == {"trial": 1, "n": 1, "mean": 300.0, "low": 300.0, "high": 300.0}
+    assert len(rich_table(rows).columns) == 1 + 2 + 4  # no repeats: no spread column
+    rows[0]["spread"] = {"trial": 1, "n": 3, "mean": 1300.0, "low": 1260.0, "high": 1340.0}
+    table = rich_table(rows)
+    assert table.columns[-1].header == "output_throughput over repeats"
+    assert list(table.columns[-1].cells) == ["1,300 ± 40 (n=3)"]

@@ -9,6 +9,7 @@ Commands::
     tuner pareto STUDY.yaml [--format table|json|csv] [--plot FILE.html|FILE.png] [--storage URL]
     tuner best STUDY.yaml [--pick throughput|latency|knee] --export cmd|yaml [--output FILE] [--storage URL]
     tuner status [STUDY.yaml] [--storage URL] [--json]
+    tuner confirm STUDY.yaml [--top 3] [--repeats 2] [--storage URL]
     tuner measure STUDY.yaml [--set flag=value ...] [--url URL] [--json]
     tuner make-model DIR
     tuner sim --model DIR [vLLM flags] [--sim-* flags]
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from tuner import __version__
-from tuner.cli import best, make_model, measure, pareto, run, sim, status
+from tuner.cli import best, confirm, make_model, measure, pareto, run, sim, status
 from tuner.cli.output import Console
 from tuner.errors import EXIT_INTERRUPTED, TunerError, UsageError
 
@@ -53,6 +54,7 @@ COMMANDS = (
     Command("resume", "continue a study after a stop", run.add_arguments, run.handle),
     Command("pareto", "the feasible non-dominated configurations", pareto.add_arguments, pareto.handle),
     Command("best", "export one configuration of the front", best.add_arguments, best.handle),
+    Command("confirm", "re-measure the leading configurations", confirm.add_arguments, confirm.handle),
     Command("status", "studies and how far they are", status.add_arguments, status.handle),
     Command("measure", "measure one configuration once (no study)", measure.add_arguments, measure.handle),
     Command(

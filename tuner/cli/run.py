@@ -18,7 +18,7 @@ _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("study", help="the study file (YAML)")
-    c.add_argument("--n-trials", type=_positive_int, help="the budget of finished trials (stored)")
+    c.add_argument("--n-trials", type=positive_int, help="the budget of finished trials (stored)")
     c.add_argument("--timeout", help="stop starting trials after this long: 8h, 30m, 90s")
     c.add_argument("--storage", help="storage URL (default: the study file's, else sqlite beside it)")
 
@@ -67,7 +67,7 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         n = int(text)
     except ValueError:

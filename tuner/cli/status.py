@@ -1,5 +1,5 @@
 """``tuner status [STUDY.yaml] [--storage URL] [--json]``: studies, trials done/failed/running, best so far,
-time left and server starts. The figures are :func:`tuner.report.status.study_status`'s; this prints them."""
+time left, server starts and the confirmed configurations (mean ± half the range of their runs). The figures are :func:`tuner.report.status.study_status`'s; this prints them."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
-    from tuner.report.status import describe_starts, human_duration, study_status
+    from tuner.report.pareto import unit
+    from tuner.report.status import describe_confirmed, describe_starts, human_duration, study_status
     from tuner.search.storage import open_storage, storage_errors
 
     console.json_mode = args.json
@@ -50,6 +51,10 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         starts = describe_starts(r["starts"])
         if starts:
             console.print(f"  server starts: {starts}")
+        if r["confirmed"]:
+            metric = r["objective"]
+            shown = "; ".join(describe_confirmed(c, unit(metric)) for c in r["confirmed"])
+            console.print(f"  confirmed ({metric}, {r['repeats']} repeats): {shown}")
     return 0
 
 

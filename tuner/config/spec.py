@@ -301,7 +301,9 @@ class StudySpec(_Strict):
     #: start with a compiled key is cheaper); ``variants``: also offer each candidate with a compiled key's
     #: values (more trials per hour, worse configurations found: docs/restart_cost.md). Only TPE uses it
     compile_key_reuse: Literal["off", "rank", "variants"] = "off"
-    confirm: Confirm | None = None  # re-measure the leaders once ``tuner run`` reaches the budget; default off
+    confirm: Confirm | None = (
+        None  # re-measure the leaders once ``tuner run`` reaches the budget; default off
+    )
     results_dir: str | None = None  # per-trial logs; default: <study file dir>/<name>.runs
     source: str | None = None  # the file this came from (set by the loader)
 

@@ -1,24 +1,28 @@
-"""Read a finished (or running) study back: the Pareto front, every trial as a point, the picks. No writes.
+"""Read a finished (or running) study back: the Pareto front, every measured step, the picks. No writes.
 
-The front is Optuna's own: ``study.best_trials`` — COMPLETE trials that satisfy every constraint (so no
-failed trial and no SLO breaker) and that no other such trial dominates. Nothing here decides dominance.
+The trial-level front is Optuna's own: ``study.best_trials`` — COMPLETE trials that satisfy every constraint
+(so no failed trial and no SLO breaker) and that no other such trial dominates. Nothing here decides
+dominance.
 
 A row (:func:`pareto_rows`, the JSON of ``tuner pareto --format json``)::
 
     {"trial": 7, "params": {...}, "values": {"output_throughput": 812.0, "ttft_p99": 640.0},
      "metrics": {... Summary.to_dict() ...}, "vs_baseline": {"output_throughput": 23.5, ...},
-     "is_baseline": false, "flags": {...}, "steps": [...]}       # steps: capacity mode only
+     "is_baseline": false, "flags": {...}, "steps": [...],        # steps: capacity mode only
+     "spread": {"trial": 7, "n": 3, "mean": 805.0, "low": 790.0, "high": 812.0}}  # with its repeats
 
 ``params`` are the values the trial ran with (for the baseline: the flags it pins, usually none);
 ``vs_baseline`` is the percent change of each objective against the baseline trial (None without a measured
 baseline).
+
+The step-level front (:func:`step_rows`) is :mod:`tuner.report.envelope`'s, over every measured step of every
+COMPLETE trial (:func:`step_view`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
@@ -26,7 +30,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError, UsageError
 from tuner.measure.metrics import Summary
+from tuner.report.envelope import StepView, build, step_row
 from tuner.report.fmt import fmt_num
+from tuner.report.noise import spreads
+from tuner.search.confirm import front_of_originals
 from tuner.search.record import StoredResult, read, read_study
 
 Pick = Literal["throughput", "latency", "knee"]
@@ -57,29 +64,19 @@ def format_values(names: Sequence[str], values: Sequence[float] | None) -> str:
     return ", ".join(f"{n} {fmt_num(v)} {unit(n)}".rstrip() for n, v in zip(names, values, strict=False))
 
 
-def is_feasible(trial: FrozenTrial) -> bool:
-    """COMPLETE and every constraint satisfied (Optuna's definition)."""
-    return trial.state == TrialState.COMPLETE and all(c <= 0 for c in trial.constraints.values())
-
-
-def is_failed(trial: FrozenTrial) -> bool:
-    """COMPLETE but told as a failure (the configuration did not run or was refused)."""
-    return trial.state == TrialState.COMPLETE and read(trial).failed
-
-
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     """The measured baseline (COMPLETE, status ok), the latest if there are several; else None."""
     found = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if (r := read(t)).is_baseline and not r.failed
+        if (r := read(t)).is_baseline and not r.failed and r.repeat_of is None
     ]
     return found[-1] if found else None
 
 
 def front(study: optuna.Study) -> list[FrozenTrial]:
     """Optuna's Pareto front (``study.best_trials``), best first by the first objective."""
-    trials = list(study.best_trials)
+    trials = front_of_originals(study)  # repeats of ``tuner confirm`` are never rows of the front
     sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
     return sorted(trials, key=lambda t: (sign * t.values[0], t.number))
 
@@ -128,46 +125,33 @@ def _step_point(step: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]
 
 
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """The feasible non-dominated trials as rows, best first by the first objective."""
+    """The feasible non-dominated trials as rows, best first by the first objective; each with ``spread``:
+    the first objective over the trial and its repeats (:func:`tuner.report.noise.spreads`), or None."""
     names = metric_names(study)
     base = baseline_trial(study)
-    return [row(t, names, base) for t in front(study)]
+    found = spreads(read(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    rows = [row(t, names, base) for t in front(study)]
+    for r in rows:
+        spread = found.get(r["trial"])
+        r["spread"] = spread.to_dict() if spread is not None else None
+    return rows
 
 
-@dataclass(frozen=True)
-class Point:
-    """One COMPLETE trial for a plot: its values and what kind of point it is."""
+def step_view(study: optuna.Study) -> StepView:
+    """Every measured step of the study's COMPLETE trials, and the trials that have none
+    (:mod:`tuner.report.envelope`)."""
+    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    records = [
+        r
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if (r := read(t)).repeat_of is None  # a repeat is its original's curve again, not a curve of its own
+    ]
+    return build(records, metric_names(study), maximize, read_study(study).spec)
 
-    number: int
-    values: list[float]
-    kind: str  # "feasible", "infeasible" (measured, SLO broken) or "failed"
-    on_front: bool
-    is_baseline: bool
-    label: str  # failure class or ""
-    steps: list[dict[str, Any]]
 
-
-def points(study: optuna.Study) -> list[Point]:
-    """Every COMPLETE trial as a :class:`Point`."""
-    names = metric_names(study)
-    on_front = {t.number for t in study.best_trials}
-    out: list[Point] = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        kind = "failed" if is_failed(t) else ("feasible" if is_feasible(t) else "infeasible")
-        rec = read(t)
-        steps = [_step_point(s, names) for s in (rec.result.steps if rec.result else ())]
-        out.append(
-            Point(
-                number=t.number,
-                values=list(t.values or []),
-                kind=kind,
-                on_front=t.number in on_front,
-                is_baseline=rec.is_baseline,
-                label=(rec.failure or rec.status or "") if kind == "failed" else "",
-                steps=steps,
-            )
-        )
-    return out
+def step_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """The step-level front on the study's primary latency as rows, lowest throughput first."""
+    return [step_row(s) for s in step_view(study).front()]
 
 
 def best_so_far(study: optuna.Study, names: Sequence[str] | None = None) -> str:

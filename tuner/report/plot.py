@@ -1,38 +1,44 @@
-"""The study as a picture: every trial, the front, the baseline and the SLO lines. HTML (plotly) or PNG
-(matplotlib), chosen by the file's extension.
+"""The study as a picture: every configuration's latency-throughput curve and the envelope over them, one
+panel per latency. HTML (plotly) or PNG (matplotlib), chosen by the file's extension.
 
-Axes: with two or more objectives, x is the first minimised objective (a latency) and y the first maximised
-one (a throughput); otherwise the first two objectives; with one objective, x is the trial number. Markers:
-feasible trials (circles), measured trials that broke an SLO (crosses), failed trials (grey ``x`` on the
-x axis at the right edge — their told values are penalties, not measurements — labelled with the failure
-class), the front (joined by a line), the baseline (a star). An SLO limit on an axis's metric is a dashed
-line. In capacity mode each front trial's load steps are drawn as a thin curve.
+A panel per latency the study follows (:attr:`tuner.report.envelope.StepView.latencies`: the primary
+latency, then each SLO limit's metric); x is output throughput (tok/s), y the latency (ms). In each panel:
+
+* each measured configuration's curve: its steps joined in load order (grey; the baseline black), each
+  point coloured by its load (one colour scale for the study) and labelled with it, a step cut short once
+  its verdict was settled drawn as a cross, the trial's number at its last step (labels that would overlap
+  are merged: ``#15 #16``, ``32``);
+* the step-level front on that panel's latency (:func:`tuner.report.envelope.envelope`), drawn as a
+  staircase over the curves: for each throughput, the lowest latency any measured step reached at it or
+  above;
+* the panel's SLO limit as a dashed line.
+
+Trials told as failures are not plotted (their told values are penalties, not measurements); a note under
+the plot names them. The HTML hover gives the trial, the load, every figure with its SLO verdict and the
+flags; the HTML file references ``plotly.min.js`` written once beside it (works offline; an existing file of
+that name is kept), so a study's plot stays small.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 
 from tuner.errors import StorageError, UsageError
-from tuner.report.pareto import Point, metric_names, points, unit
-from tuner.search.record import read_study
+from tuner.report.envelope import Step, StepView, envelope, load_level, load_text
+from tuner.report.fmt import fmt_num
+from tuner.report.pareto import step_view, unit
 
 FORMATS = (".html", ".png")
-
-
-@dataclass(frozen=True)
-class _Axes:
-    x: int | None  # objective index, None: trial number
-    y: int
-    x_name: str
-    y_name: str
-    x_slo: float | None
-    y_slo: float | None
+#: two labels closer than this fraction of both axis spans are merged into one
+MERGE_SPAN = 0.06
+#: the part of the colour scale used for loads (the palest end is hard to see on white)
+COLOUR_TOP = 0.9
+FRONT_NAME = "Pareto front (every step)"
 
 
 def check_target(path: str | Path) -> Path:
@@ -45,216 +51,167 @@ def check_target(path: str | Path) -> Path:
     return p
 
 
-def _slo_limits(study: optuna.Study) -> dict[str, float]:
-    spec = read_study(study).spec or {}
-    slo = spec.get("slo")
-    if not isinstance(slo, dict):
-        return {}
-    return {k.removesuffix("_ms"): float(v) for k, v in slo.items() if isinstance(v, int | float)}
+@dataclass(frozen=True)
+class Curve:
+    """One configuration in one panel: its steps in load order."""
+
+    trial: int
+    is_baseline: bool
+    x: list[float]
+    y: list[float]
+    shade: list[float]  # each point's load on the colour scale, 0..COLOUR_TOP
+    cut: list[bool]  # each point: a step cut short once its verdict was settled (drawn as a cross)
+    hover: list[str]
 
 
-def _axes(study: optuna.Study) -> _Axes:
-    names = metric_names(study)
-    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-    limits = _slo_limits(study)
-    if len(names) == 1:
-        return _Axes(None, 0, "trial", names[0], None, limits.get(names[0]))
-    y = maximize.index(True) if True in maximize else 0
-    rest = [i for i in range(len(names)) if i != y]
-    x = next((i for i in rest if not maximize[i]), rest[0])
-    return _Axes(x, y, names[x], names[y], limits.get(names[x]), limits.get(names[y]))
+@dataclass(frozen=True)
+class Panel:
+    """One latency: the curves, the step-level front, the SLO limit and the merged labels."""
+
+    metric: str
+    limit: float | None
+    curves: list[Curve]
+    front: list[tuple[float, float]]
+    load_labels: list[tuple[float, float, str]]
+    trial_labels: list[tuple[float, float, str]]
 
 
-def _label(name: str) -> str:
-    return f"{name} ({unit(name)})" if unit(name) else name
+@dataclass(frozen=True)
+class Picture:
+    """What is drawn, renderer-free."""
+
+    title: str
+    panels: list[Panel]
+    scale: list[tuple[float, str]]  # colour-scale ticks: (shade, load)
+    load_axis: str  # "concurrency" or "request rate (req/s)"
+    note: str  # the trials not plotted, or ""
 
 
-def _xy(p: Point, ax: _Axes) -> tuple[float, float]:
-    return (float(p.number) if ax.x is None else p.values[ax.x], p.values[ax.y])
+def picture(view: StepView, title: str) -> Picture:
+    """The :class:`Picture` of a study's steps (pure)."""
+    shade, ticks = _shades(view.steps)
+    panels = [_panel(view, m, shade) for m in view.latencies]
+    rate = any("request_rate" in s.load for s in view.steps)
+    failed = ", ".join(f"#{n} {why}" for n, why in view.failed)
+    return Picture(
+        title=title,
+        panels=panels,
+        scale=ticks,
+        load_axis="request rate (req/s)" if rate else "concurrency",
+        note=f"not plotted (no measurement): {failed}" if failed else "",
+    )
 
 
-def _fail_x(pts: Sequence[Point], ax: _Axes) -> float:
-    """Where failed trials sit on the x axis: just right of every measured point and the SLO line."""
-    if ax.x is None:
-        return 0.0
-    xs = [p.values[ax.x] for p in pts if p.kind != "failed"]
-    edge = max([*xs, ax.x_slo or 0.0, 1.0])
-    return edge * 1.15
+def _shades(steps: Sequence[Step]) -> tuple[dict[float, float], list[tuple[float, str]]]:
+    """Each load level's place on the colour scale (log scale) and up to 8 ticks for its legend."""
+    levels = sorted({lv for s in steps if (lv := load_level(s.load)) is not None and lv > 0})
+    if not levels:
+        return {}, []
+    lo, hi = math.log(levels[0]), math.log(levels[-1])
+    shade = {lv: 0.0 if hi == lo else (math.log(lv) - lo) / (hi - lo) * COLOUR_TOP for lv in levels}
+    every = max(1, math.ceil(len(levels) / 8))
+    return shade, [(shade[lv], f"{lv:g}") for lv in levels[::every]]
 
 
-def _series(pts: Sequence[Point], ax: _Axes) -> dict[str, Any]:
-    fail_x = _fail_x(pts, ax)
-    out: dict[str, Any] = {
-        "feasible": [],
-        "infeasible": [],
-        "failed": [],
-        "front": [],
-        "baseline": [],
-        "curves": [],
-    }
-    for p in pts:
-        if p.kind == "failed":
-            x = float(p.number) if ax.x is None else fail_x
-            out["failed"].append((x, 0.0, f"#{p.number} {p.label}"))
+def _panel(view: StepView, metric: str, shade: dict[float, float]) -> Panel:
+    by_trial: dict[int, list[Step]] = {}
+    for s in view.steps:
+        if s.latency.get(metric) is not None:
+            by_trial.setdefault(s.trial, []).append(s)
+    curves: list[Curve] = []
+    loads: list[tuple[float, float, str]] = []
+    trials: list[tuple[float, float, str]] = []
+    for number, steps in by_trial.items():
+        steps.sort(key=lambda s: (load_level(s.load) or 0.0, s.index))
+        xs = [s.throughput for s in steps]
+        ys = [float(s.latency[metric] or 0.0) for s in steps]
+        shades = [shade.get(load_level(s.load) or 0.0, 0.0) for s in steps]
+        cut = [s.pruned is not None for s in steps]
+        hover = [_hover(s, view) for s in steps]
+        curves.append(Curve(number, steps[0].is_baseline, xs, ys, shades, cut, hover))
+        loads += [(x, y, load_text(s.load, short=True)) for x, y, s in zip(xs, ys, steps, strict=True)]
+        trials.append((xs[-1], ys[-1], f"#{number}" + (" baseline" if steps[0].is_baseline else "")))
+    front = [(s.throughput, float(s.latency[metric] or 0.0)) for s in envelope(view.steps, metric)]
+    everything = [(x, y) for c in curves for x, y in zip(c.x, c.y, strict=True)]
+    return Panel(
+        metric=metric,
+        limit=view.slo.get(metric),
+        curves=curves,
+        front=front,
+        load_labels=merge_labels(loads, everything, sep=","),
+        trial_labels=merge_labels(trials, everything, sep=" "),
+    )
+
+
+def _hover(s: Step, view: StepView) -> str:
+    lines = [f"#{s.trial}" + (" (baseline)" if s.is_baseline else ""), load_text(s.load)]
+    lines.append(f"output_throughput {fmt_num(s.throughput)} tok/s")
+    for m in view.latencies:
+        v = s.latency.get(m)
+        verdict = "" if m not in s.within else (" ok" if s.within[m] else " OVER")
+        lines.append(f"{m} {'-' if v is None else fmt_num(v)} {unit(m)}{verdict}")
+    lines.append(("SLO met" if s.meets else "SLO broken") + (", scored step" if s.scored else ""))
+    if s.pruned is not None:
+        lines.append(f"cut short: {s.pruned}")
+    flags = ", ".join(f"{k}={v}" for k, v in s.params.items()) or "vLLM defaults"
+    lines.append(flags)
+    return "<br>".join(lines)
+
+
+def merge_labels(
+    labels: Sequence[tuple[float, float, str]], points: Sequence[tuple[float, float]], sep: str
+) -> list[tuple[float, float, str]]:
+    """Labels that would overlap merged into one at the first one's place, each text once, joined by
+    ``sep``: a label joins a group when it is closer than :data:`MERGE_SPAN` of both axis spans (the spans
+    of ``points``) to any label already in it."""
+    if not labels:
+        return []
+    xs, ys = [p[0] for p in points] or [0.0], [p[1] for p in points] or [0.0]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: list[tuple[list[tuple[float, float]], list[str]]] = []
+    for x, y, text in labels:
+        near = [
+            g
+            for g in groups
+            if any(abs(gx - x) <= MERGE_SPAN * dx and abs(gy - y) <= MERGE_SPAN * dy for gx, gy in g[0])
+        ]
+        if not near:
+            groups.append(([(x, y)], [text]))
             continue
-        x, y = _xy(p, ax)
-        out[p.kind].append((x, y, f"#{p.number}"))
-        if p.on_front:
-            out["front"].append((x, y, f"#{p.number}"))
-            curve = [(s.get(ax.x_name), s.get(ax.y_name)) for s in p.steps] if ax.x is not None else []
-            curve = [(cx, cy) for cx, cy in curve if cx is not None and cy is not None]
-            if len(curve) > 1:
-                out["curves"].append(curve)
-        if p.is_baseline:
-            out["baseline"].append((x, y, f"#{p.number} baseline"))
-    out["front"].sort()
-    return out
+        into = near[0]
+        for other in near[1:]:  # this label bridges groups: one group
+            into[0].extend(other[0])
+            into[1].extend(t for t in other[1] if t not in into[1])
+            groups.remove(other)
+        into[0].append((x, y))
+        if text not in into[1]:
+            into[1].append(text)
+    return [(at[0][0], at[0][1], _wrap(texts, sep)) for at, texts in groups]
 
 
-def _group(pts: Sequence[tuple[float, float, str]]) -> dict[tuple[float, float], list[str]]:
-    """Labels of points that share a position (failed trials all sit at one spot)."""
-    out: dict[tuple[float, float], list[str]] = {}
-    for x, y, label in pts:
-        out.setdefault((x, y), []).append(label)
-    return out
+def _wrap(texts: list[str], sep: str, per_line: int = 4) -> str:
+    return "\n".join(sep.join(texts[i : i + per_line]) for i in range(0, len(texts), per_line))
 
 
 def write_plot(study: optuna.Study, path: str | Path) -> Path:
     """Write the plot of ``study`` to ``path`` (.html or .png) and return it."""
     p = check_target(path)
-    ax = _axes(study)
-    series = _series(points(study), ax)
-    title = f"{study.study_name}: {ax.y_name} vs {ax.x_name}"
+    view = step_view(study)
+    pic = picture(view, f"{study.study_name}: latency against output throughput, every measured step")
     try:
         if p.suffix.lower() == ".html":
-            _plotly(series, ax, title, p)
+            from tuner.report.plot_html import write_html
+
+            write_html(pic, p)
         else:
-            _matplotlib(series, ax, title, p)
+            from tuner.report.plot_png import write_png
+
+            write_png(pic, p)
     except OSError as e:
         raise StorageError(f"cannot write {p}: {e.strerror or e}") from None
     return p
 
 
-def _plotly(series: dict[str, Any], ax: _Axes, title: str, path: Path) -> None:
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for curve in series["curves"]:
-        fig.add_trace(
-            go.Scatter(
-                x=[c[0] for c in curve],
-                y=[c[1] for c in curve],
-                mode="lines",
-                line={"width": 1, "color": "lightblue"},
-                showlegend=False,
-                hoverinfo="skip",
-            )
-        )
-    styles = {
-        "feasible": {"symbol": "circle", "color": "royalblue", "size": 9},
-        "infeasible": {"symbol": "x", "color": "orange", "size": 9},
-        "failed": {"symbol": "x-thin-open", "color": "grey", "size": 10},
-        "baseline": {"symbol": "star", "color": "black", "size": 16},
-    }
-    names = {"feasible": "feasible", "infeasible": "SLO broken", "failed": "failed", "baseline": "baseline"}
-    for kind in ("feasible", "infeasible", "failed", "baseline"):
-        pts = series[kind]
-        if pts:
-            fig.add_trace(
-                go.Scatter(
-                    x=[q[0] for q in pts],
-                    y=[q[1] for q in pts],
-                    text=[q[2] for q in pts],
-                    mode="markers",
-                    name=names[kind],
-                    marker=styles[kind],
-                    hovertemplate="%{text}<br>x=%{x:.4g}<br>y=%{y:.4g}<extra></extra>",
-                )
-            )
-    front = series["front"]
-    if front:
-        fig.add_trace(
-            go.Scatter(
-                x=[q[0] for q in front],
-                y=[q[1] for q in front],
-                mode="lines+markers",
-                name="Pareto front",
-                line={"color": "crimson", "shape": "hv" if ax.x is not None else "linear"},
-                marker={"symbol": "circle-open", "size": 14, "color": "crimson"},
-            )
-        )
-    if ax.x_slo is not None:
-        fig.add_vline(
-            x=ax.x_slo, line_dash="dash", line_color="red", annotation_text=f"SLO {ax.x_name} {ax.x_slo:g}"
-        )
-    if ax.y_slo is not None:
-        fig.add_hline(
-            y=ax.y_slo, line_dash="dash", line_color="red", annotation_text=f"SLO {ax.y_name} {ax.y_slo:g}"
-        )
-    fig.update_layout(
-        title=title, xaxis_title=_label(ax.x_name), yaxis_title=_label(ax.y_name), template="plotly_white"
-    )
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
-
-
-def _matplotlib(series: dict[str, Any], ax: _Axes, title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(8, 5.5), dpi=120)
-    try:
-        for curve in series["curves"]:
-            axis.plot([c[0] for c in curve], [c[1] for c in curve], color="lightblue", linewidth=1, zorder=1)
-        styles: dict[str, dict[str, Any]] = {
-            "feasible": {"marker": "o", "color": "royalblue", "label": "feasible"},
-            "infeasible": {"marker": "x", "color": "orange", "label": "SLO broken"},
-            "failed": {"marker": "x", "color": "grey", "label": "failed"},
-            "baseline": {"marker": "*", "color": "black", "label": "baseline", "s": 160},
-        }
-        for kind in ("feasible", "infeasible", "failed", "baseline"):
-            pts = series[kind]
-            if pts:
-                axis.scatter([q[0] for q in pts], [q[1] for q in pts], zorder=3, **styles[kind])
-        for (x, y), labels in _group(series["failed"]).items():
-            axis.annotate(
-                ", ".join(labels)[:80],
-                (x, y),
-                textcoords="offset points",
-                xytext=(4, 6),
-                fontsize=7,
-                color="grey",
-            )
-        front = series["front"]
-        if front:
-            axis.step(
-                [q[0] for q in front],
-                [q[1] for q in front],
-                where="post" if ax.x is not None else "mid",
-                color="crimson",
-                label="Pareto front",
-                zorder=2,
-            )
-            axis.scatter(
-                [q[0] for q in front],
-                [q[1] for q in front],
-                s=140,
-                facecolors="none",
-                edgecolors="crimson",
-                zorder=4,
-            )
-        if ax.x_slo is not None:
-            axis.axvline(ax.x_slo, linestyle="--", color="red", label=f"SLO {ax.x_name} {ax.x_slo:g}")
-        if ax.y_slo is not None:
-            axis.axhline(ax.y_slo, linestyle="--", color="red", label=f"SLO {ax.y_name} {ax.y_slo:g}")
-        axis.set_xlabel(_label(ax.x_name))
-        axis.set_ylabel(_label(ax.y_name))
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(loc="best", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
+def axis_label(metric: str) -> str:
+    """``ttft_p99 (ms)``."""
+    return f"{metric} ({unit(metric)})" if unit(metric) else metric

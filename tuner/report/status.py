@@ -1,5 +1,6 @@
 """A study's progress for ``tuner status``: trials finished, running, queued, the best so far, the time left,
-and its server starts by compile key. Reads the study through :mod:`tuner.search.record`; prints nothing.
+its server starts by compile key and its confirmed configurations (mean ± spread, :mod:`tuner.report.noise`).
+Reads the study through :mod:`tuner.search.record`; prints nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuner.search.record import launch_of, read, read_study
+from tuner.report.noise import Spread, spreads, within_noise
+from tuner.search.record import TrialRecord, launch_of, read, read_study
 from tuner.search.restart_cost import Launch
 
 
@@ -82,17 +84,20 @@ def describe_starts(starts: Mapping[str, Any] | None) -> str | None:
 
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
-    """One study's status row (the JSON of ``tuner status --json``): ``study``, ``budget``, ``finished``,
-    ``ok``, ``failed``, ``running``, ``orphaned``, ``queued``, ``interrupted``, ``best``, ``time_left_s``
-    (None without a budget left or a launched trial to time) and ``starts`` (:meth:`StartSummary.to_dict`,
-    None for a study without compile-key records)."""
-    from tuner.report.pareto import best_so_far
+    """One study's status row (the JSON of ``tuner status --json``): ``study``, ``budget``, ``finished``
+    (trials of the search: repeats aside), ``ok``, ``failed``, ``repeats`` (COMPLETE repeats of ``tuner
+    confirm``), ``running``, ``orphaned``, ``queued``, ``interrupted``, ``best``, ``time_left_s`` (None
+    without a budget left or a launched trial to time), ``starts`` (:meth:`StartSummary.to_dict`, None for a
+    study without compile-key records), ``objective`` (the first objective's metric) and ``confirmed``
+    (:func:`confirmed`, on that objective)."""
+    from tuner.report.pareto import best_so_far, metric_names
     from tuner.search.workers import trial_is_orphan
 
     trials = study.get_trials(deepcopy=False)
     records = [read(t) for t in trials]
     now = time.time()
-    complete = [r for r in records if r.state == TrialState.COMPLETE]
+    done = [r for r in records if r.state == TrialState.COMPLETE]
+    complete = [r for r in done if r.repeat_of is None]
     running = [t for t in trials if t.state == TrialState.RUNNING and not trial_is_orphan(t, now=now)]
     budget = read_study(study).budget
     launched = [r.seconds for r in complete if r.launched and r.seconds is not None]
@@ -101,13 +106,14 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     if remaining and launched:
         left = remaining * (sum(launched) / len(launched)) / max(len(running), 1)
     # none for a study from a tuner without compile-key records
-    launches = [x for x in map(launch_of, complete) if x is not None]
+    launches = [x for x in map(launch_of, done) if x is not None]
     return {
         "study": study.study_name,
         "budget": budget,
         "finished": len(complete),
         "ok": sum(not r.failed for r in complete),
         "failed": sum(r.failed for r in complete),
+        "repeats": len(done) - len(complete),
         "running": len(running),
         "orphaned": sum(r.state == TrialState.RUNNING for r in records) - len(running),
         "queued": sum(r.state == TrialState.WAITING for r in records),
@@ -116,7 +122,29 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "time_left_s": left,
         # server starts with a compiled / a new compile key, and trials per hour (None: not recorded)
         "starts": summarize_starts(launches).to_dict() if launches else None,
+        "objective": metric_names(study)[0],
+        "confirmed": confirmed(records, study.directions[0] == optuna.study.StudyDirection.MAXIMIZE),
     }
+
+
+def confirmed(records: Iterable[TrialRecord], maximize: bool) -> list[dict[str, Any]]:
+    """The configurations measured more than once, best mean first: :meth:`Spread.to_dict` of each, with
+    ``within_noise_of``: the other confirmed trials whose range overlaps (:func:`within_noise`)."""
+    sign = -1.0 if maximize else 1.0
+    found = sorted(
+        (s for s in spreads(records).values() if s.confirmed), key=lambda s: (sign * s.mean, s.trial)
+    )
+    return [
+        {**s.to_dict(), "within_noise_of": [o.trial for o in found if o is not s and within_noise(s, o)]}
+        for s in found
+    ]
+
+
+def describe_confirmed(row: Mapping[str, Any], unit: str = "") -> str:
+    """``#7 4,504 ± 40 tok/s over 3 runs (within noise of #12)`` from a row of :func:`confirmed`."""
+    s = Spread(row["trial"], row["n"], row["mean"], row["low"], row["high"])
+    near = ", ".join(f"#{n}" for n in row["within_noise_of"])
+    return f"#{s.trial} {s.describe(unit)} over {s.n} runs" + (f" (within noise of {near})" if near else "")
 
 
 def human_duration(seconds: float) -> str:

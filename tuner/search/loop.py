@@ -15,23 +15,17 @@ worker records, liveness and resume: :mod:`tuner.search.workers`; Ctrl-C: :mod:`
   are not run again (the popped trial is FAIL with ``duplicate_of``). ``trial_fn`` measures the
   configuration (refusing one by a pre-launch rule itself, as :func:`tuner.measure.trial.run_trial` does);
   the result is told COMPLETE with the values and constraints of :func:`tuner.search.objectives.evaluate`
-  (failures included: infeasible, never dropped). Trial user attributes: ``run_params``, ``is_baseline``,
-  ``compile_key`` (:mod:`tuner.search.trial_cost`), ``worker`` and ``heartbeat_at``
-  (:mod:`tuner.search.workers`), then those of :func:`tuner.search.record.result_attrs`.
+  (failures included: infeasible, never dropped); every attribute stored is :mod:`tuner.search.record`'s.
 * **Ctrl-C** — the first one reaches ``trial_fn`` (which stops its server and raises KeyboardInterrupt);
   the trial is marked FAIL (``interrupted``), queued again, and :class:`~tuner.errors.Interrupted` is
   raised (exit 130). Outside a trial it stops the loop at the next safe point. The second: see
   :mod:`tuner.search.signals`.
-* **Confirm** — with ``confirm`` (``tuner confirm``) no trial is sampled: the repeats of the leading
-  configurations are queued (:func:`tuner.search.confirm.queue_repeats`, after the orphans are repaired) and
-  run until none is queued; with the study file's ``confirm`` option the same follows a search stopped by
-  its budget. A repeat is a trial like any other (log folder, record, Ctrl-C, resume) with user attr
-  ``repeat_of``; repeats never count toward the budget and are never surplus.
+* **Confirm** — ``confirm`` (``tuner confirm``, or the study file's option once the budget is reached)
+  runs the repeats :mod:`tuner.search.confirm` queues, instead of sampling; they never count toward it.
 * **Timeout** — no new trial starts once the time left is shorter than the mean duration of the launched
   trials so far.
 * **Progress** — the reporter hears ``trial_started``, the trial function's phases, ``phase("saving")``
-  once the first attribute of the result is stored (the trial still RUNNING), and ``trial_finished`` with a
-  :class:`tuner.progress.FinishedTrial` once it is told.
+  (:mod:`tuner.search.tell`) and ``trial_finished`` with a :class:`tuner.progress.FinishedTrial`.
 """
 
 from __future__ import annotations
@@ -44,23 +38,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from tuner.config.paths import default_storage, runs_dir
-from tuner.config.redact import spec_redactor
 from tuner.config.space import suggest
 from tuner.config.spec import Confirm, FlagValue, StudySpec
 from tuner.errors import Interrupted, TrialFailure
 from tuner.measure.result import TrialResult
-from tuner.progress import FinishedTrial, NullReporter, Reporter
+from tuner.progress import NullReporter, Reporter
 from tuner.search import record, workers
 from tuner.search.confirm import queue_repeats, waiting_repeats
-from tuner.search.objectives import evaluate
-from tuner.search.record import result_attrs
 from tuner.search.signals import SigintGuard
 from tuner.search.storage import storage_errors
 from tuner.search.study import OpenedStudy, baseline_flags, best_capacity, fits_before, open_study
+from tuner.search.tell import tell
 from tuner.search.trial_cost import TrialCosts
 from tuner.search.workers import GRACE_S, HEARTBEAT_S
 from tuner.server.failures import INTERRUPTED
@@ -195,14 +186,14 @@ def _optimize(run: _Run, deadline: float | None, *, repeats: bool = False) -> st
             trial_id = run.opened.handle.trial_id(trial.number)
         with workers.running_here(run.study.study_name, trial.number):
             with storage_errors(run.opened.url):
-                if _surplus(run, trial):
+                if workers.surplus(run.opened.handle, trial, run.spec, run.opened.budget):
                     return "budget"
                 run_params = _prepare(run, trial, costs)
             if run_params is None:
                 continue
             result = _measure(run, trial, trial_id, run_params)
             with storage_errors(run.opened.url):
-                finished = _tell(run, trial, result)
+                finished = tell(run.opened.handle, run.spec, trial, result, run.reporter)
         run.told += 1
         run.repeats += record.repeat_of(trial) is not None
         run.reporter.trial_finished(trial.number, result.status, finished)
@@ -232,20 +223,6 @@ def _repair(run: _Run) -> None:
     if repaired:
         run.reporter.message(f"trial(s) {repaired} had lost their worker: marked interrupted, queued again")
     run.repaired += repaired
-
-
-def _surplus(run: _Run, trial: optuna.Trial) -> bool:
-    """True (and the trial given back) when trials of the search numbered before it already fill the
-    budget; a repeat is never surplus."""
-    if record.repeat_of(trial) is not None:
-        return False
-    states = (TrialState.COMPLETE, TrialState.RUNNING)
-    trials = run.study.get_trials(deepcopy=False, states=states)
-    ahead = sum(t.number < trial.number and record.repeat_of(t) is None for t in trials)
-    if ahead < run.opened.budget:
-        return False
-    workers.give_back(run.opened.handle, trial, run.spec, {record.ATTR_SURPLUS: True})
-    return True
 
 
 def _prepare(run: _Run, trial: optuna.Trial, costs: TrialCosts) -> dict[str, FlagValue] | None:
@@ -311,23 +288,6 @@ def _measure(run: _Run, trial: optuna.Trial, trial_id: int, run_params: dict[str
 def _give_back(run: _Run, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
     with storage_errors(run.opened.url):
         workers.give_back(run.opened.handle, trial, run.spec, attrs)
-
-
-def _tell(run: _Run, trial: optuna.Trial, result: TrialResult) -> FinishedTrial:
-    """Store the result's attributes one by one, then tell Optuna the values and constraints."""
-    ev = evaluate(run.spec, result)
-    redact = spec_redactor(run.spec).obj
-    try:
-        record.write(trial, result, ev, redact=redact, after_first=lambda: run.reporter.phase("saving"))
-        run.study.tell(trial, ev.values)
-    except UpdateFinishedTrialError:
-        # another worker took this trial for dead (no heartbeat) and queued it again: keep the result
-        # as a trial of its own; the queued copy will find it and not run again
-        workers.store_copy(run.opened.handle, trial, ev, redact(result_attrs(result, ev)))
-        run.reporter.message(
-            f"trial {trial.number} had been taken for dead; its result is stored as a new trial"
-        )
-    return FinishedTrial(result.message or "", ev.feasible, ev.values, run.spec.metric_names, run.study)
 
 
 __all__ = ["StudyOutcome", "TrialFn", "run_study"]

@@ -47,6 +47,7 @@ ATTR_WORKER = "worker"
 ATTR_HEARTBEAT = "heartbeat_at"
 ATTR_INTERRUPTED = "interrupted"
 ATTR_REQUEUED_FROM = "requeued_from"
+ATTR_REPEAT_OF = "repeat_of"  # a confirming re-measurement: the number of the trial it repeats
 ATTR_LAUNCHED = "launched"
 ATTR_COMPILE_KEY = "compile_key"
 ATTR_STATUS = "status"
@@ -155,6 +156,8 @@ class StoredResult:
     server_metrics: Mapping[str, Any] = field(default_factory=dict)
     memory_check: Mapping[str, Any] = field(default_factory=dict)
     bottleneck: str | None = None
+    #: capacity mode: levels, stop, bracket, load_s, pruned (``TrialResult.capacity``); {} before tuner had it
+    capacity: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ class TrialRecord:
     compile_key: CompileKeyRecord | None
     interrupted: bool
     requeued_from: int | None
+    #: a re-measurement by ``tuner confirm`` of trial ``repeat_of`` (same params, a fresh server start); None
+    #: for a trial of the search. Repeats never count toward the budget nor appear as rows of the front.
+    repeat_of: int | None = None
 
     @property
     def failed(self) -> bool:
@@ -257,7 +263,8 @@ def read(t: FrozenTrial) -> TrialRecord:
         result=_stored_result(nested) if nested else None,
         compile_key=_compile_key(a.get(ATTR_COMPILE_KEY)),
         interrupted=bool(a.get(ATTR_INTERRUPTED)),
-        requeued_from=a.get(ATTR_REQUEUED_FROM) if isinstance(a.get(ATTR_REQUEUED_FROM), int) else None,
+        requeued_from=_int(a.get(ATTR_REQUEUED_FROM)),
+        repeat_of=_int(a.get(ATTR_REPEAT_OF)),
     )
 
 
@@ -281,6 +288,11 @@ def is_baseline(trial: optuna.Trial | FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(ATTR_BASELINE))
 
 
+def repeat_of(trial: optuna.Trial | FrozenTrial) -> int | None:
+    """The number of the trial that ``trial`` (a running, queued or stored one) re-measures, or None."""
+    return _int(trial.user_attrs.get(ATTR_REPEAT_OF))
+
+
 def _stored_result(d: Mapping[str, Any]) -> StoredResult:
     steps = d.get("steps")
     scored = d.get("scored_step")
@@ -296,6 +308,7 @@ def _stored_result(d: Mapping[str, Any]) -> StoredResult:
         server_metrics=_mapping(d.get("server_metrics")),
         memory_check=_mapping(d.get("memory_check")),
         bottleneck=bottleneck if isinstance(bottleneck, str) else None,
+        capacity=_mapping(d.get("capacity")),
     )
 
 
@@ -328,6 +341,10 @@ def _mapping(v: Any) -> dict[str, Any]:
 
 def _mapping_or_none(v: Any) -> dict[str, Any] | None:
     return dict(v) if isinstance(v, dict) else None
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _str(v: Any) -> str | None:

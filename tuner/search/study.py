@@ -253,6 +253,6 @@ def best_capacity(study: optuna.Study, spec: StudySpec) -> float | None:
     found = [
         rec.values[0]
         for rec in map(read, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        if rec.feasible and rec.values
+        if rec.feasible and rec.values and rec.repeat_of is None
     ]
     return max(found, default=None)

@@ -8,7 +8,7 @@
   one of its loops runs it (:func:`running_here`).
 * **Resume** — :func:`repair_orphans` marks every RUNNING trial of a dead worker FAIL with user attr
   ``interrupted`` and queues its params again (:func:`requeue`: ``enqueue_trial``), unless a COMPLETE or
-  queued trial already has them. The state change is atomic, so with several workers only the one that made
+  queued trial already has them; a repeat of ``tuner confirm`` is queued again as a repeat (``repeat_of``). The state change is atomic, so with several workers only the one that made
   it re-queues.
 * **Many workers** — any number of processes may run the same study on one database: storage calls are
   atomic (see :mod:`tuner.search.storage`), so trial numbers are unique and no queued trial runs twice.
@@ -47,8 +47,11 @@ from tuner.search.record import (
     ATTR_COPY_OF,
     ATTR_HEARTBEAT,
     ATTR_INTERRUPTED,
+    ATTR_REPEAT_OF,
     ATTR_REQUEUED_FROM,
+    ATTR_SURPLUS,
     ATTR_WORKER,
+    repeat_of,
 )
 from tuner.search.study import StudyHandle
 from tuner.server.procs import pid_alive, process_starttime
@@ -177,25 +180,37 @@ def give_back(handle: StudyHandle, trial: optuna.Trial, spec: StudySpec, attrs: 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, spec: StudySpec) -> bool:
     """Queue ``trial``'s params again, unless a COMPLETE or queued trial has them, or they are incomplete
-    (interrupted while being suggested). Returns whether it queued."""
+    (interrupted while being suggested). A repeat (``repeat_of``) is queued again as a repeat of the same
+    trial whatever else has its params: repeating them is its point. Returns whether it queued."""
     is_base = bool(trial.user_attrs.get(ATTR_BASELINE))
     params: dict[str, Any] = (
         {} if is_base else dict(trial.params or trial.system_attrs.get(_FIXED_PARAMS) or {})
     )
     if not is_base and set(params) != set(spec.search):
         return False
+    repeats = repeat_of(trial)
+    if repeats is None and not _unqueued(study, params, is_base):
+        return False
+    attrs: dict[str, Any] = {ATTR_BASELINE: is_base, ATTR_REQUEUED_FROM: trial.number}
+    if repeats is not None:
+        attrs[ATTR_REPEAT_OF] = repeats
+    if is_base and ATTR_BASELINE_FLAGS in trial.user_attrs:
+        attrs[ATTR_BASELINE_FLAGS] = trial.user_attrs[ATTR_BASELINE_FLAGS]
+    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+    return True
+
+
+def _unqueued(study: optuna.Study, params: Mapping[str, Any], is_base: bool) -> bool:
+    """No COMPLETE trial and no queued trial (repeats aside) has these params."""
     if finished_twin(study, params, is_base) is not None:
         return False
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if (
             bool(t.user_attrs.get(ATTR_BASELINE)) == is_base
+            and repeat_of(t) is None
             and t.system_attrs.get(_FIXED_PARAMS, {}) == params
         ):
             return False
-    attrs: dict[str, Any] = {ATTR_BASELINE: is_base, ATTR_REQUEUED_FROM: trial.number}
-    if is_base and ATTR_BASELINE_FLAGS in trial.user_attrs:
-        attrs[ATTR_BASELINE_FLAGS] = trial.user_attrs[ATTR_BASELINE_FLAGS]
-    study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
     return True
 
 
@@ -203,6 +218,15 @@ def finished_twin(study: optuna.Study, params: Mapping[str, Any], is_base: bool)
     """The number of a COMPLETE trial with the same params (and baseline-ness), or None."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if bool(t.user_attrs.get(ATTR_BASELINE)) == is_base and t.params == dict(params):
+            return t.number
+    return None
+
+
+def finished_copy(study: optuna.Study, requeued_from: int) -> int | None:
+    """The number of a COMPLETE trial that stores the result of trial ``requeued_from`` (``copy_of``: it was
+    taken for dead but finished), or None. How a queued repeat finds it need not run again."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get(ATTR_COPY_OF) == requeued_from:
             return t.number
     return None
 
@@ -247,3 +271,17 @@ class Heartbeat:
                 return  # finished, or taken for dead by another worker
             except Exception:  # a missed beat is harmless: the grace period is many beats long
                 continue
+
+
+def surplus(handle: StudyHandle, trial: optuna.Trial, spec: StudySpec, budget: int) -> bool:
+    """True (and the trial given back) when trials of the search numbered before it already fill the
+    budget (two workers asked at once); a repeat is never surplus."""
+    if repeat_of(trial) is not None:
+        return False
+    states = (TrialState.COMPLETE, TrialState.RUNNING)
+    trials = handle.study.get_trials(deepcopy=False, states=states)
+    ahead = sum(t.number < trial.number and repeat_of(t) is None for t in trials)
+    if ahead < budget:
+        return False
+    give_back(handle, trial, spec, {ATTR_SURPLUS: True})
+    return True
