@@ -6,10 +6,12 @@ ranges), so the objective every sampler sees is the simulator's answer at that g
 best feasible point is the exact optimum of that objective.
 
 Objective of a configuration: tuner's own capacity rule (:mod:`tuner.measure.capacity`, through
-:func:`tuner.sim.engine.capacity`) with the scenario's ``capacity`` — by default a study file's default
-``capacity:`` (concurrency 1, 2, 4 ... 256; ``max(8, 4 x level, requests / 4)`` requests per step; stop once a
-latency reaches twice its limit, or throughput saturates with the SLO broken) — each step simulated; the
-score is the output throughput of the best step meeting the SLO.
+:func:`tuner.sim.engine.capacity`) with the scenario's ``capacity``, each step simulated: a study file's
+default ladder (concurrency 1, 2, 4 ... 256; stop once a latency reaches twice its limit, or throughput
+saturates with the SLO broken), then bisection of the SLO boundary to 5 % (at most 16 steps), with an
+explicit ``requests_per_step`` (:data:`BENCH_CAPACITY`: the workload's 128 requests a step, where the default
+would size every step for a p99 interval, 299 requests, and double the benchmark's run time; the H200
+scenario: its study's 256). The score is the output throughput of the best step meeting the SLO.
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ class Param:
         if isinstance(d, CategoricalDistribution):
             return [1.0 / len(self.grid)] * len(self.grid)
         lo, hi = float(getattr(d, "low", 0.0)), float(getattr(d, "high", 1.0))
-        if isinstance(d, IntDistribution):
-            lo, hi = lo - 0.5, hi + 0.5
+        step = getattr(d, "step", None)
+        if isinstance(d, IntDistribution) or step is not None:  # a stepped range: each step a whole cell
+            half = 0.5 * float(step or 1)
+            lo, hi = lo - half, hi + half
         f = math.log if self.log else (lambda x: x)
         pts = [f(float(g)) for g in self.grid]
         edges = [f(lo)] + [(a + b) / 2 for a, b in itertools.pairwise(pts)] + [f(hi)]
@@ -80,6 +84,22 @@ PREFIX = Param("enable-prefix-caching", CategoricalDistribution([True, False]), 
 CHUNKED = Param("enable-chunked-prefill", CategoricalDistribution([True, False]), (True, False))
 KV_DTYPE = Param("kv-cache-dtype", CategoricalDistribution(["auto", "fp8"]), ("auto", "fp8"))
 
+#: the H200 study's space (studies/h200-llama8b-reuse.yaml), its choice lists as the study gives them
+H200_GMU = Param(
+    "gpu-memory-utilization",
+    FloatDistribution(0.20, 0.95, step=0.05),
+    tuple(round(0.20 + 0.05 * i, 2) for i in range(16)),
+)
+H200_MNS = Param("max-num-seqs", CategoricalDistribution([64, 128, 256, 1024]), (64, 128, 256, 1024))
+H200_MNBT = Param(
+    "max-num-batched-tokens", CategoricalDistribution([2048, 4096, 8192, 16384]), (2048, 4096, 8192, 16384)
+)
+BLOCK = Param("block-size", CategoricalDistribution([16, 32]), (16, 32))
+QUANT = Param("quantization", CategoricalDistribution(["none", "fp8"]), ("none", "fp8"))
+
+#: the capacity rule's defaults with the workload's 128 requests a step (see the module docstring)
+BENCH_CAPACITY = CapacitySpec(requests_per_step=128)
+
 #: max-num-seqs x max-num-batched-tokens lists of vLLM's benchmarks/auto_tune/auto_tune.sh (its defaults)
 AUTOTUNE_NUM_SEQS = (128, 256)
 AUTOTUNE_BATCHED_TOKENS = (512, 1024, 2048, 4096)
@@ -98,7 +118,9 @@ class Scenario:
     slo: dict[str, float]
     params: tuple[Param, ...]
     fixed: dict[str, Value] = field(default_factory=dict)
-    capacity: CapacitySpec = field(default_factory=CapacitySpec)  # the study file's ``workload.capacity``
+    capacity: CapacitySpec = field(
+        default_factory=lambda: BENCH_CAPACITY
+    )  # the study's ``workload.capacity``
 
     @property
     def space(self) -> dict[str, BaseDistribution]:
@@ -135,6 +157,8 @@ class Scenario:
             "enable-prefix-caching": True,
             "enable-chunked-prefill": True,
             "kv-cache-dtype": "auto",
+            "block-size": 16,
+            "quantization": "none",
         }
         out = []
         for s in seqs:
@@ -208,5 +232,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         slo={"ttft_p99": 3000.0, "itl_p99": 40.0},
         params=BASE,
         fixed={"max-model-len": 8192},
+    ),
+    Scenario(
+        name="h200-llama8b",
+        title="the H200 study (1024 in / 256 out), Llama-3.1-8B on H200, its five flags",
+        model=LLAMA_8B,
+        hardware="H200",
+        workload=SimWorkload(input_tokens=1024, output_tokens=256, requests=256),
+        slo={"ttft_p99": 1000.0, "itl_p99": 50.0},
+        params=(H200_GMU, H200_MNS, H200_MNBT, BLOCK, QUANT),
+        capacity=CapacitySpec(requests_per_step=256),  # max-model-len: the model's 131072, as in the study
     ),
 )

@@ -1,15 +1,15 @@
 """Search efficiency: how many trials each sampler needs to find a near-optimal vLLM configuration.
 
     python bench/search_efficiency.py              # the benchmark (make bench-search): table + plot
-    python bench/search_efficiency.py --quick      # 2 scenarios, 5 seeds: a smoke run
+    python bench/search_efficiency.py --quick      # 2 scenarios (QUICK), 5 seeds: a smoke run
 
 For every scenario of ``bench/scenarios.py``:
 
 1. the exhaustive optimum — every point of the fine grid run through the simulator under tuner's own
    capacity rule (``tuner.measure.capacity`` via ``tuner.sim.engine.capacity``, with the scenario's
-   ``capacity``: a study file's default unless the scenario says otherwise; the objective: output throughput
+   ``capacity``: the ladder, then bisection of the SLO boundary to 5 %; the objective: output throughput
    of the best load step meeting the SLO; configurations vLLM refuses and configurations with no feasible
-   step are infeasible);
+   step are infeasible), and how close vLLM's defaults (the baseline trial) get to it;
 2. ``--seeds`` (default 20) independent searches of up to 40 trials per method: tuner's default sampler
    (``make_sampler("tpe")``), Optuna's TPE with its own defaults, TPE variants, GP, NSGA-II, random search,
    and the max-num-seqs x max-num-batched-tokens grid of vLLM's ``benchmarks/auto_tune/auto_tune.sh``
@@ -18,7 +18,7 @@ For every scenario of ``bench/scenarios.py``:
 
 Reported: the best feasible throughput after k = 5, 10, 20, 40 trials as a fraction of the optimum (median
 and worst decile over seeds), and the trials needed to reach 95% of the optimum (median, worst decile, and
-the share of seeds within 15 trials). Random search also gets 200-trial runs and its exact expectation
+the share of seeds within 15 trials); per scenario, "defaults reach X% of the optimum". Random search also gets 200-trial runs and its exact expectation
 (1 / probability of drawing a >= 95% point). Results go to stdout, ``docs/simulator.md`` (between the
 search markers) and ``docs/search_efficiency.png``.
 
@@ -80,6 +80,7 @@ class Outcome:
     failure: str | None = None
     kv_limited: bool = True
     preemptions: int = 0
+    level: float | None = None  # the load level of the scored step (None: the server did not start)
 
 
 def defaults_outcome(sc: Scenario) -> Outcome:
@@ -108,6 +109,7 @@ def evaluate(sc: Scenario, point: Point, flags: Mapping[str, Value | None] | Non
         res.feasible,
         kv_limited=res.kv_limited,
         preemptions=res.preemptions,
+        level=res.steps[res.scored][0],
     )
 
 
@@ -118,24 +120,28 @@ _SC: Scenario | None = None
 
 def _eval_group(points: list[Point]) -> list[tuple[Point, Outcome]]:
     """Points differing only in gpu-memory-utilization and prefix caching, evaluated with the exact
-    shortcuts (see the module docstring)."""
+    shortcuts (see the module docstring; a scenario that does not search prefix caching has the one)."""
     sc = _SC
     assert sc is not None
     names = [p.name for p in sc.params]
     i_gmu = names.index("gpu-memory-utilization")
-    i_pc = names.index("enable-prefix-caching")
+    i_pc = names.index("enable-prefix-caching") if "enable-prefix-caching" in names else None
     shared = sc.workload.shared_prefix_tokens > 0
+
+    def pc(pt: Point) -> Value:
+        return True if i_pc is None else pt[i_pc]
+
     done: dict[Point, Outcome] = {}
-    order = sorted(points, key=lambda p: (not p[i_pc], float(p[i_gmu])))  # prefix caching on first, gmu up
+    order = sorted(points, key=lambda p: (not pc(p), float(p[i_gmu])))  # prefix caching on first, gmu up
     for pt in order:
         reuse: Outcome | None = None
-        if not shared and not pt[i_pc]:
+        if not shared and not pc(pt):
             twin = tuple(True if i == i_pc else v for i, v in enumerate(pt))
             o = done.get(twin)
             if o is not None and o.failure is None and o.preemptions == 0 and not o.kv_limited:
                 reuse = o
         if reuse is None:
-            smaller = [q for q in done if q[i_pc] == pt[i_pc] and float(q[i_gmu]) < float(pt[i_gmu])]
+            smaller = [q for q in done if pc(q) == pc(pt) and float(q[i_gmu]) < float(pt[i_gmu])]
             if smaller:
                 q = max(smaller, key=lambda q: float(q[i_gmu]))
                 o = done[q]
@@ -151,7 +157,7 @@ def grid_table(sc: Scenario, procs: int) -> dict[Point, Outcome]:
     _SC = sc
     names = [p.name for p in sc.params]
     i_gmu = names.index("gpu-memory-utilization")
-    i_pc = names.index("enable-prefix-caching")
+    i_pc = names.index("enable-prefix-caching") if "enable-prefix-caching" in names else None
     groups: dict[Point, list[Point]] = {}
     for pt in sc.points():
         key = tuple(v for i, v in enumerate(pt) if i not in (i_gmu, i_pc))
@@ -200,6 +206,8 @@ METHODS: dict[str, SamplerFactory] = {
 }
 DETERMINISTIC = ("auto_tune grid (8)", "auto_tune grid wide (30)")
 DEFAULT = "default (tuner tpe)"
+#: --quick's scenarios: one where vLLM's defaults are the optimum, one where they reach ~60% of it
+QUICK = ("chat-h100", "h200-llama8b")
 #: as tuner runs a study: trial 1 is vLLM's defaults (the baseline), then the sampler
 BASELINE_SUFFIX = " + baseline"
 WITH_BASELINE = (DEFAULT + BASELINE_SUFFIX, "random" + BASELINE_SUFFIX)
@@ -216,6 +224,8 @@ def baseline_params(sc: Scenario) -> dict[str, Value]:
         "enable-prefix-caching": True,
         "enable-chunked-prefill": True,
         "kv-cache-dtype": "auto",
+        "block-size": plan.block_size,
+        "quantization": "none",
     }
     out: dict[str, Value] = {}
     for p in sc.params:
@@ -223,7 +233,9 @@ def baseline_params(sc: Scenario) -> dict[str, Value]:
         d = p.distribution
         if isinstance(d, IntDistribution | FloatDistribution):
             v = min(max(float(v), d.low), d.high)
-            v = int(v) if isinstance(d, IntDistribution) else v
+            if d.step is not None:  # a stepped range holds only its steps: the nearest one
+                v = d.low + round((v - d.low) / d.step) * d.step
+            v = int(v) if isinstance(d, IntDistribution) else round(v, 6)
         out[p.name] = v
     return out
 
@@ -242,7 +254,7 @@ def _search(task: tuple[str, str, int, int]) -> tuple[str, str, int, list[float]
 
     if method in DETERMINISTIC:
         for pt in sc.autotune(wide="wide" in method)[:n_trials]:
-            o = table[pt]
+            o = table[pt] if pt in table else evaluate(sc, pt)  # a point outside the scenario's space
             if o.feasible:
                 best = max(best, o.score)
             curve.append(best / opt)
@@ -298,8 +310,24 @@ def _pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q, method="inverted_cdf"))
 
 
-Optimum = tuple[float, Point, int, int, float, float]
-"""A scenario's optimum score and point, grid points, simulated points, P(random >= 95%), defaults' score."""
+@dataclass(frozen=True)
+class Optimum:
+    """A scenario's exhaustive optimum (score and point, grid points, simulated points, P(random draw >= 95%
+    of it)) and the two ways of running vLLM's defaults: as they are, and as the search's first trial (the
+    baseline snapped onto the grid; max-num-seqs clipped into the range)."""
+
+    score: float
+    point: Point
+    n_points: int
+    n_simulated: int
+    p95: float
+    optimum: Outcome
+    defaults: Outcome
+    baseline: Outcome
+
+    def share(self, o: Outcome) -> float:
+        """``o``'s score as a fraction of the optimum (0 when infeasible)."""
+        return o.score / self.score if o.feasible else 0.0
 
 
 def report(
@@ -310,7 +338,7 @@ def report(
     elapsed: float,
 ) -> list[str]:
     """The tables and goal lines written between the doc's search markers."""
-    lines = _optimum_lines(optimum, scenarios)
+    lines = _optimum_lines(optimum, scenarios) + defaults_lines(optimum, scenarios)
     rows, pooled = _scenario_rows(results, random_long, scenarios)
     lines += rows
     lines += _pooled_lines(pooled)
@@ -328,11 +356,44 @@ def _optimum_lines(optimum: dict[str, Optimum], scenarios: Sequence[Scenario]) -
     )
     lines.append("|---|---|---|---|---|---|")
     for sc in scenarios:
-        opt, pt, n, n_sim, p95, dflt = optimum[sc.name]
-        cfg = ", ".join(f"{k}={v}" for k, v in sc.flags(pt).items() if k != "max-model-len")
-        lines.append(f"| {sc.name} | {n:,} ({n_sim:,}) | {opt:,.0f} | {cfg} | {dflt / opt:.0%} | {p95:.2%} |")
+        o = optimum[sc.name]
+        cfg = ", ".join(f"{k}={v}" for k, v in sc.flags(o.point).items() if k != "max-model-len")
+        lines.append(
+            f"| {sc.name} | {o.n_points:,} ({o.n_simulated:,}) | {o.score:,.0f} | {cfg} | {o.share(o.defaults):.0%} "
+            f"| {o.p95:.2%} |"
+        )
     lines.append("")
     return lines
+
+
+def defaults_lines(optimum: dict[str, Optimum], scenarios: Sequence[Scenario]) -> list[str]:
+    """How close vLLM's defaults get to each scenario's optimum: one line each (printed) and a table."""
+    lines = [
+        "| scenario | vLLM defaults tok/s (scored at load) | baseline trial tok/s | optimum tok/s (load) "
+        "| defaults reach |",
+        "|---|---|---|---|---|",
+    ]
+    for sc in scenarios:
+        o = optimum[sc.name]
+        lines.append(
+            f"| {sc.name} | {_at(o.defaults)} | {_at(o.baseline)} | {_at(o.optimum)} "
+            f"| **{o.share(o.baseline):.0%}** of the optimum |"
+        )
+    under = [sc.name for sc in scenarios if optimum[sc.name].share(optimum[sc.name].baseline) < 0.8]
+    lines += [
+        "",
+        f"Defaults under 80% of the optimum: {len(under)} of {len(scenarios)} scenarios "
+        f"({', '.join(under) or 'none'}).",
+        "",
+    ]
+    return lines
+
+
+def _at(o: Outcome) -> str:
+    """``"3,198 (30)"``: the score and the load level it was scored at; infeasible configurations say so."""
+    if o.level is None:
+        return f"refused ({o.failure})"
+    return f"{o.score:,.0f} ({o.level:g})" if o.feasible else f"infeasible (nearest miss at {o.level:g})"
 
 
 def _scenario_rows(
@@ -414,7 +475,7 @@ def _goal_lines(
             return float(np.mean([min(t, cap + 1) for t in tt]))
 
         me, mre = mean_capped(d, K_MAX), mean_capped(r, RANDOM_LONG)
-        exp_r = float(np.mean([1 / optimum[sc.name][4] for sc in scenarios if optimum[sc.name][4] > 0]))
+        exp_r = float(np.mean([1 / optimum[sc.name].p95 for sc in scenarios if optimum[sc.name].p95 > 0]))
         per_sc = []
         for sc in scenarios:
             dd = [trials_to(c) for c in results.get((sc.name, DEFAULT), [])]
@@ -506,12 +567,16 @@ def _optimum(sc: Scenario, procs: int, t0: float) -> tuple[dict[Point, Outcome],
     p95 = sum(sc.point_measure(p) for p, o in feas.items() if o.score >= 0.95 * opt)
     n_sim = len({id(o) for o in table.values()})
     dflt = defaults_outcome(sc)
+    found = Optimum(
+        opt, best_pt, len(table), n_sim, p95, feas[best_pt], dflt, table[sc.snap(baseline_params(sc))]
+    )
     print(
         f"[{time.monotonic() - t0:5.0f}s] {sc.name}: {len(table)} points ({n_sim} simulated, "
-        f"{time.monotonic() - t:.0f} s), optimum {opt:,.0f} tok/s, {len(feas)} feasible",
+        f"{time.monotonic() - t:.0f} s), optimum {opt:,.0f} tok/s, {len(feas)} feasible; defaults reach "
+        f"{found.share(found.baseline):.0%} of the optimum",
         flush=True,
     )
-    return table, (opt, best_pt, len(table), n_sim, p95, dflt.score if dflt.feasible else 0.0)
+    return table, found
 
 
 def _tasks(
@@ -562,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if args.scenarios is None or s.name in args.scenarios]
     seeds = args.seeds
     if args.quick:
-        scenarios, seeds = scenarios[:2], 5
+        scenarios, seeds = [s for s in scenarios if s.name in QUICK] or scenarios[:2], 5
     methods = [m for m in METHODS if args.methods is None or m in args.methods]
     gp_seeds = min(args.gp_seeds, seeds)
 
@@ -575,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         tables[sc.name], optimum[sc.name] = found
 
-    _init_tables(tables, {k: v[0] for k, v in optimum.items()})
+    _init_tables(tables, {k: v.score for k, v in optimum.items()})
     tasks = _tasks(scenarios, methods, seeds, gp_seeds, args.seed_base)
     results: dict[tuple[str, str], list[list[float]]] = {}
     random_long: dict[str, list[list[float]]] = {}

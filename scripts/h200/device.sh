@@ -214,7 +214,7 @@ for step in "$@"; do
       stop_leftovers
       d="$STATE/independent"; mkdir -p "$d"
       "$PY" scripts/h200/independent.py "$STUDY" --storage "sqlite:///$DB" --out "$d" \
-        --deadline $(( $(left) - COLLECT_S - 90 )) ${TRIALS:+--trials $TRIALS} 2>&1 | tee "$OUT/independent.log"
+        --deadline $(( $(left) - COLLECT_S - 90 )) ${TRIALS:+--trials $TRIALS} ${LEVELS:+--levels $LEVELS} 2>&1 | tee "$OUT/independent.log"
       cp "$d/independent.md" "$OUT/" 2>/dev/null
       ( cd "$STATE" && tar -czf "$OUT/independent.tar.gz" independent ) ;;
     *)

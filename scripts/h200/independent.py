@@ -48,13 +48,13 @@ def serve_argv(rec: TrialRecord, port: int) -> list[str]:
     return argv
 
 
-def levels_of(rec: TrialRecord) -> list[int]:
-    """The bracket's passing and failing concurrencies and one level below the passing one."""
+def levels_of(rec: TrialRecord, below: bool = False) -> list[int]:
+    """The bracket's passing and failing concurrencies (and, with ``below``, one under the passing one)."""
     cap = rec.result.capacity if rec.result is not None else {}
     bracket = (cap or {}).get("bracket") or {}
     passing, failing = bracket.get("passing"), bracket.get("failing")
     out = {int(x) for x in (passing, failing) if isinstance(x, int | float)}
-    if isinstance(passing, int | float):
+    if below and isinstance(passing, int | float):
         out.add(max(1, round(passing * 0.85)))
     return sorted(out)
 
@@ -99,7 +99,7 @@ def check(rec: TrialRecord, spec: Any, args: argparse.Namespace, t0: float) -> d
     with VllmServer(serve_argv(rec, port), port=port, log_path=log, env=env, startup_timeout_s=600) as server:
         print(f"trial {rec.number}: started in {server.startup_s:.1f} s", flush=True)
         bench(model, port, 32, 64, spec, args.out, f"warmup-{rec.number}")
-        for c in levels_of(rec):
+        for c in args.levels or levels_of(rec, args.below):
             if time.time() - t0 > args.deadline:
                 print(f"trial {rec.number}: past the deadline, level {c} not run", flush=True)
                 break
@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, nargs="*")
     ap.add_argument("--per-level", type=int, default=4, help="requests per level: this many x C")
     ap.add_argument("--deadline", type=float, default=480.0)
+    ap.add_argument("--below", action="store_true", help="also a level 15 % under the passing one")
+    ap.add_argument("--levels", type=int, nargs="*", help="these concurrencies instead of the bracket's")
     args = ap.parse_args(argv)
     t0 = time.time()
     spec = load_spec(args.study)

@@ -122,8 +122,20 @@ def key_word(rec: TrialRecord) -> str:
 
 
 def print_steps(trials: list[FrozenTrial]) -> None:
-    """Every capacity step of every trial: the load, output and goodput throughput, TTFT and ITL p99."""
-    head = ["trial", "step", "load", "output tok/s", "goodput tok/s", "TTFT p99 ms", "ITL p99 ms"]
+    """Every capacity step of every trial (the load, output and goodput throughput, TTFT and ITL p99, the
+    step's duration, and why it was cut short), then per trial the bracket, the load seconds and what the
+    steps cut short would have cost at full length."""
+    head = [
+        "trial",
+        "step",
+        "load",
+        "output tok/s",
+        "goodput tok/s",
+        "TTFT p99 ms",
+        "ITL p99 ms",
+        "s",
+        "cut short",
+    ]
     print("\n| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for t in sorted(trials, key=lambda t: t.number):
@@ -137,8 +149,53 @@ def print_steps(trials: list[FrozenTrial]) -> None:
                 _f(step.get("goodput_tok_s"), 0),
                 _f((step.get("ttft_ms") or {}).get("p99"), 0),
                 _f((step.get("itl_ms") or {}).get("p99"), 1),
+                _f(step.get("duration_s"), 1),
+                str(step.get("pruned") or ""),
             ]
             print("| " + " | ".join(cells) + " |")
+    print_capacity(trials)
+
+
+def print_capacity(trials: list[FrozenTrial]) -> None:
+    """Per trial: levels, bracket, load seconds measured, and an estimate without pruning: each step cut
+    short counted at full length, its planned requests at the request rate of the trial's highest full step
+    (a lower bound: a step over the SLO serves no faster)."""
+    head = [
+        "trial",
+        "levels",
+        "bracket",
+        "within",
+        "load s",
+        "steps cut short",
+        "load s without pruning (est.)",
+    ]
+    print("\n| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for t in sorted(trials, key=lambda t: t.number):
+        res = read(t).result
+        cap = dict(res.capacity) if res is not None else {}
+        if not cap:
+            continue
+        steps = list(res.steps) if res is not None else []
+        full = [s for s in steps if not s.get("pruned")]
+        cut = [s for s in steps if s.get("pruned")]
+        rps = max((float(s.get("request_throughput_rps") or 0.0) for s in full), default=0.0)
+        load_s = float(cap.get("load_s") or 0.0)
+        full_s = sum(float(s.get("duration_s") or 0.0) for s in full)
+        planned = sum(int((s.get("load") or {}).get("requests") or 0) for s in cut)
+        estimate = full_s + planned / rps if rps > 0 else float("nan")
+        b = cap.get("bracket") or {}
+        levels = " ".join(f"{lv:g}" for lv in cap.get("levels") or [])
+        cells = [
+            str(t.number),
+            levels,
+            f"{b.get('passing')}-{b.get('failing')}",
+            str(b.get("within")),
+            f"{load_s:.1f}",
+            f"{len(cut)} ({load_s - full_s:.1f} s)",
+            f"{estimate:.1f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
 
 
 def retro_launches(trials: list[FrozenTrial]) -> list[Launch]:

@@ -23,12 +23,15 @@ def test_step_requests() -> None:
     assert capacity.step_requests(1, None, cap, False) == 8
     assert capacity.step_requests(16, None, cap, False) == 64
     assert capacity.step_requests(2, 200, cap, False) == 50
-    assert capacity.step_requests(2, 200, CapacitySpec(requests_per_step=5), False) == 5
+    assert capacity.step_requests(2, 200, CapacitySpec(requests_per_step=5), False) == 6  # whole waves
+    assert capacity.step_requests(2.5, 200, CapacitySpec(requests_per_step=5), True) == 5  # a rate: as given
+    assert capacity.step_requests(38, None, CapacitySpec(requests_per_step=96), False) == 114
     # enough requests for the highest percentile the SLO names to have an interval
     assert capacity.step_requests(1, None, cap, False, {"ttft_p99": 1000.0}) == 299
     assert capacity.step_requests(1, None, cap, False, {"ttft_p90": 1000.0, "itl_p50": 9.0}) == 29
     assert capacity.step_requests(100, None, cap, False, {"ttft_p90": 1000.0}) == 400
     assert capacity.step_requests(1, None, CapacitySpec(requests_per_step=5), False, {"ttft_p99": 1.0}) == 5
+    assert capacity.step_requests(7, None, cap, False, {"ttft_p99": 1.0}) == 301  # 299 rounded to 43 waves
 
 
 SLO = {"ttft_p99": 1000.0, "itl_p99": 50.0}

@@ -90,3 +90,10 @@ def test_quantile_of_names() -> None:
     assert quantile_of("ttft_p99") == 0.99
     assert quantile_of("itl_p50") == 0.5
     assert quantile_of("output_throughput") is None
+
+
+@pytest.mark.timeout(120)  # a hang guard: pooled ITL gaps of a real step run to tens of thousands
+def test_tens_of_thousands_of_pooled_samples_are_judged() -> None:
+    a = np.random.default_rng(3).exponential(scale=10.0, size=60_000)
+    j = judge(a, 0.99, limit=60.0)
+    assert j.low <= j.estimate <= j.high and j.high - j.low < 2.0 and j.verdict == "pass"

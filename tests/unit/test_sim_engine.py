@@ -350,3 +350,11 @@ def test_memory_is_tuners_model() -> None:
         )
         assert plan.weight_bytes == pytest.approx(memory.weight_bytes(cfg, flags), abs=1)
         assert plan.kv_bytes_per_token == memory.kv_bytes_per_token(cfg, flags)
+
+
+def test_a_prefill_ending_on_its_last_token_still_stamps_the_first_token() -> None:
+    """A chunk that leaves exactly one prompt token makes the request look like a decode; the bulk decode
+    path must not take it before its first token is stamped (TTFT would be missing)."""
+    cfg = SimConfig(model="meta-llama/llama-3.1-8b-instruct", hardware="H200", max_num_batched_tokens=1024)
+    res = simulate(cfg, SimWorkload(input_tokens=1024, output_tokens=64, requests=16, concurrency=2))
+    assert res.summary.ttft_ms.count == 16 and math.isfinite(res.summary.ttft_ms.p99)

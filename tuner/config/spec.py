@@ -205,7 +205,7 @@ class CapacitySpec(_Strict):
     max_level: float = Field(default=256, gt=0)
     requests_per_step: int | None = Field(
         default=None, ge=1
-    )  # default: max(4 x level, workload.requests / 4)
+    )  # default: max(4 x level, workload.requests / 4, the SLO percentile's need); whole waves at a concurrency
     stop_factor: float = Field(default=2.0, ge=1)  # stop once a latency reaches stop_factor x its SLO limit
     # refine the SLO boundary until (failing - passing) / passing <= resolution; null: the ladder alone
     resolution: float | None = Field(default=0.05, gt=0)

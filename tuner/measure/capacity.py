@@ -63,14 +63,21 @@ def step_requests(
     """Measured requests at one level: ``requests_per_step`` if given, else enough for a steady state
     (4 x the concurrency, or 4 s worth at a rate), never fewer than 8 nor than a quarter of the file's
     ``requests``, and never fewer than the highest SLO percentile needs for an interval
-    (:func:`tuner.measure.quantile.min_samples`: 299 requests for a p99, 29 for a p90)."""
+    (:func:`tuner.measure.quantile.min_samples`: 299 requests for a p99, 29 for a p90). At a concurrency
+    the count is rounded up to whole waves (a multiple of it): a last partial wave runs the server below
+    the level and lowers the step's throughput, by up to a third at three waves."""
     if cap.requests_per_step is not None:
-        return cap.requests_per_step
-    base = max(8, round(4 * level))
-    if requests is not None:
-        base = max(base, requests // 4)
-    quantiles = [q for name in (slo or {}) if (q := quantile_of(name)) is not None]
-    return max(base, *(min_samples(q) for q in quantiles)) if quantiles else base
+        base = cap.requests_per_step
+    else:
+        base = max(8, round(4 * level))
+        if requests is not None:
+            base = max(base, requests // 4)
+        quantiles = [q for name in (slo or {}) if (q := quantile_of(name)) is not None]
+        base = max(base, *(min_samples(q) for q in quantiles)) if quantiles else base
+    if is_rate or level < 1:
+        return base
+    wave = int(level)
+    return -(-base // wave) * wave
 
 
 def violations(summary: Summary, slo: Mapping[str, float]) -> dict[str, float]:

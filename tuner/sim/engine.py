@@ -868,7 +868,9 @@ class Engine:
             rem = self._ntok - self._comp
             n_prefill = int(np.count_nonzero(rem > 1))
             events: list[TokenEvent] | None = None
-            if n_prefill == 0 and not self._admission_possible():
+            # the bulk decode path stamps no first token: only when every running request has one already
+            started = bool(np.all(self._ntok > self._prompt))
+            if n_prefill == 0 and started and not self._admission_possible():
                 events = self._bulk_decode(horizon)
             elif n_prefill == 1 and rem[-1] > 1:
                 events = self._bulk_mixed(horizon)
