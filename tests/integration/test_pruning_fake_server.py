@@ -32,7 +32,9 @@ async def test_a_breaking_step_stops_at_a_fraction_of_its_length() -> None:
         await offer_load(target, PROMPTS, full)
         full_s = (time.monotonic() - t1) * 300 / 40
     s = summarize(records, SLO, pruned=watch.reason)
-    print(f"pruned step: {pruned_s:.2f} s, full step (est.): {full_s:.2f} s ({100 * pruned_s / full_s:.0f} %)")
+    print(
+        f"pruned step: {pruned_s:.2f} s, full step (est.): {full_s:.2f} s ({100 * pruned_s / full_s:.0f} %)"
+    )
     assert watch.reason is not None and s.pruned == watch.reason
     assert not meets(s, SLO, 0.05)  # a pruned step never passes
     assert s.failed == 0  # the cut requests are neither completed nor failed
