@@ -60,3 +60,14 @@ def test_e2e_limits_count_unfinished_requests_too() -> None:
     recs = [RequestRecord(send_time=0.0, first_token_time=0.1, token_times=[0.1]) for _ in range(3)]
     assert watch.settled(recs, now=0.9) is None
     assert watch.settled(recs, now=1.01) is not None
+
+
+def test_a_trial_of_only_cut_steps_broke_the_slo_not_its_requests() -> None:
+    from tuner.measure.metrics import summarize
+    from tuner.measure.trial import _load_errors
+
+    cut = summarize([RequestRecord(send_time=0.0, error="cancelled")], {"ttft_p99": 1.0}, pruned="settled")
+    assert cut.completed == 0 and _load_errors([cut, cut], 0.05) is None
+    failing = summarize([RequestRecord(send_time=0.0, error="HTTP 500")], {"ttft_p99": 1.0})
+    failure = _load_errors([cut, failing], 0.05)
+    assert failure is not None and failure.status == "load_errors" and "HTTP 500" in failure.message

@@ -290,11 +290,14 @@ def _capacity_info(ladder: capacity.Ladder | None, windows: Sequence[tuple[float
 
 
 def _load_errors(steps: Sequence[Summary], max_failed_fraction: float) -> _Failure | None:
-    """``load_errors`` when every step failed more than ``max_failed_fraction`` of its requests."""
-    if not all(s.failed_fraction > max_failed_fraction for s in steps):
+    """``load_errors`` when every step failed more than ``max_failed_fraction`` of its requests. Steps cut
+    short because their SLO verdict was settled say nothing of failures: a trial of only such steps broke
+    the SLO, it did not fail its requests."""
+    judged = [s for s in steps if s.pruned is None]
+    if not judged or not all(s.failed_fraction > max_failed_fraction for s in judged):
         return None
-    first = next((e for s in steps for e in s.errors), "")
-    last = steps[-1]
+    first = next((e for s in judged for e in s.errors), "")
+    last = judged[-1]
     return _Failure(
         "load_errors", f"{last.failed} of {last.failed + last.completed} requests failed: {first}"
     )
