@@ -76,7 +76,7 @@ from search_efficiency import (  # noqa: E402
 from search_efficiency import write_doc as write_marked_doc  # noqa: E402
 
 from tuner.config.space import prelaunch_violation  # noqa: E402
-from tuner.config.spec import CapacitySpec  # noqa: E402
+from tuner.config.workload import CapacitySpec  # noqa: E402
 from tuner.measure.memory import check_fits  # noqa: E402
 from tuner.report.status import summarize_starts  # noqa: E402
 from tuner.search.record import ATTR_BASELINE, is_baseline  # noqa: E402

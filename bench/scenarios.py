@@ -24,7 +24,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from tuner.config.spec import CapacitySpec
+from tuner.config.workload import CapacitySpec
 from tuner.sim.engine import SimWorkload
 
 Value = bool | int | float | str

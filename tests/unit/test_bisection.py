@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuner.config.spec import CapacitySpec
+from tuner.config.workload import CapacitySpec
 from tuner.measure import capacity
 from tuner.measure.metrics import Distribution, Summary
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tuner.config.spec import CapacitySpec
+from tuner.config.workload import CapacitySpec
 from tuner.measure import capacity
 from tuner.measure.metrics import Distribution, Summary
 

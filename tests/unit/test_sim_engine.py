@@ -312,7 +312,7 @@ def test_every_profile_plans_an_8b_or_7b_awq_model() -> None:
 def test_capacity_runs_tuners_rule() -> None:
     """The simulator's capacity mode is tuner's: its levels (ladder and refinement), requests per step, stop
     rule and scored step."""
-    from tuner.config.spec import CapacitySpec
+    from tuner.config.workload import CapacitySpec
     from tuner.measure import capacity as rule
 
     w = SimWorkload(input_tokens=512, output_tokens=128, requests=64)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.config.spec import CapacitySpec
+from tuner.config.workload import CapacitySpec
 from tuner.measure.metrics import Summary
 from tuner.measure.quantile import min_samples, quantile_of
 from tuner.measure.slo import ratio, within

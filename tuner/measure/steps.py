@@ -14,7 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from tuner.config.spec import StudySpec, Workload
+from tuner.config.spec import StudySpec
+from tuner.config.workload import Workload
 from tuner.load.client import Target
 from tuner.load.prompts import Prompt
 from tuner.load.runner import LoadPlan, offer_load

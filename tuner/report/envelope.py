@@ -31,7 +31,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tuner.config.spec import Slo, Workload
+from tuner.config.spec import Slo
+from tuner.config.workload import Workload
 from tuner.measure.capacity import meets
 from tuner.measure.metrics import Summary
 from tuner.measure.slo import within

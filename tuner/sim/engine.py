@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.config.spec import CapacitySpec, Workload
+from tuner.config.workload import CapacitySpec, Workload
 from tuner.load.records import RequestRecord
 from tuner.measure.capacity import run_ladder
 from tuner.measure.memory import (
