@@ -15,6 +15,8 @@
 #   study          restore, then `python3 -m tuner run $STUDY --timeout <soft>` under a hard deadline:
 #                  tuner starts no trial it cannot finish by the soft limit; at the hard limit it gets SIGINT
 #                  (it stops the trial's server; the trial is queued again), SIGKILL 30 s later
+#   confirm        restore, then `tuner confirm $STUDY --top ${TOP:-2} --repeats ${REPEATS:-1}` under the
+#                  same hard deadline as study (fresh server starts of the leading configurations)
 #   independent    restore, then scripts/h200/independent.py: `vllm bench serve` against the baseline's and
 #                  the best trial's servers (or TRIALS="n m") at the levels tuner bracketed ->
 #                  $OUT/independent.md, independent.log, independent.tar.gz (every level's raw result)
@@ -208,6 +210,17 @@ for step in "$@"; do
         | tee "$OUT/tuner.log"
       rc=${PIPESTATUS[0]}
       log "tuner exited with $rc (0 done or timed out, 124/130 stopped at the hard limit, 137 killed)" ;;
+    confirm)
+      # `tuner confirm`: the study's leading configurations re-measured, each in a fresh server start
+      # (TOP configurations, REPEATS starts each), stored beside their first measurement
+      restore
+      stop_leftovers
+      hard=$(( $(left) - COLLECT_S ))
+      if [ "$hard" -lt 90 ]; then log "SKIP confirm: ${hard}s is too little for a start"; continue; fi
+      timeout --signal=INT --kill-after=30 "$hard" \
+        "$PY" -m tuner confirm "$STUDY" --storage "sqlite:///$DB" --top "${TOP:-2}" --repeats "${REPEATS:-1}" 2>&1 \
+        | tee "$OUT/tuner.log"
+      log "tuner confirm exited with ${PIPESTATUS[0]}" ;;
     independent)
       # vLLM's own client against the baseline's and the best trial's servers (scripts/h200/independent.py)
       restore
