@@ -299,3 +299,21 @@ async def test_session_total_timeout_does_not_cut_streams() -> None:
     ):
         r = await send(short, srv, ScriptedClock(range(20)), max_tokens=5)
     assert r.ok, r.error
+
+
+def test_parser_collects_the_reply_text_only_when_asked() -> None:
+    stream = completion_stream(["a", ' "quoted" ', "\\n"])
+    reply: list[str] = []
+    p = SseParser(RequestRecord(send_time=0.0), reply=reply)
+    for k in range(0, len(stream), 7):  # split anywhere
+        p.feed(stream[k : k + 7], 1.0)
+    assert "".join(reply) == 'a "quoted" \\n'
+    chat = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]},  # a token, not re-sent
+        {"choices": [{"index": 0, "delta": {"content": "Hi é"}}]},
+    ]
+    reply = []
+    p = SseParser(RequestRecord(send_time=0.0), chat=True, reply=reply)
+    p.feed(b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chat), 1.0)
+    assert reply == ["", "Hi é"] and p.record.chunk_tokens == [1, 1]

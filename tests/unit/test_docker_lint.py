@@ -148,3 +148,22 @@ def test_compose_volumes() -> None:
     # the database the default command writes lies in the database volume
     command = " ".join(data["services"]["tuner"]["command"])
     assert "sqlite:////data/db/" in command
+
+
+def _substitute_defaults(text: str) -> str:
+    """Compose's ``${VAR:-default}`` / ``${VAR-default}`` with VAR unset: the default."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}", r"\1", text)
+
+
+def test_compose_names_only_study_files_that_exist() -> None:
+    """Every ``studies/....yaml`` the compose file names (with its variables at their defaults) is in the
+    repository: ``docker compose run tuner`` with no STUDY set runs a study that exists."""
+    data = _compose()
+    words = [_substitute_defaults(str(w)) for w in data["services"]["tuner"]["command"]]
+    named = [w for w in words if w.startswith("studies/") and w.endswith(".yaml")]
+    named += re.findall(r"studies/[\w.-]+\.yaml", _substitute_defaults(COMPOSE.read_text()))
+    assert named, "the default command names a study file"
+    for study in named:
+        if "my-study" in study:  # the placeholder in the usage comment
+            continue
+        assert (ROOT / study).is_file(), f"compose.yaml names {study}, which does not exist"

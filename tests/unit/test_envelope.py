@@ -21,7 +21,8 @@ from tuner.report.envelope import (
     slo_limits,
     step_row,
 )
-from tuner.report.table import steps_csv, steps_table
+from tuner.report.machine import steps_csv
+from tuner.report.table import steps_table
 from tuner.search.record import TrialRecord, read
 
 SPEC = {"slo": {"ttft_p99_ms": 1000.0, "itl_p99_ms": 50.0, "e2e_p99_ms": None}}
@@ -186,6 +187,6 @@ def test_step_table_and_csv() -> None:
     ]
     assert list(table.columns[3].cells) == ["520 ok", "1066 OVER"]
     parsed = list(csv.DictReader(io.StringIO(steps_csv(rows))))
-    assert parsed[1]["load"] == "concurrency 64" and parsed[1]["ttft_p99_within_slo"] == "False"
-    assert parsed[1]["quantization"] == "fp8" and parsed[1]["meets_slo"] == "False"
+    assert parsed[1]["load_concurrency"] == "64.0" and parsed[1]["p99_ttft_ms_within_slo"] == "false"
+    assert parsed[1]["quantization"] == "fp8" and parsed[1]["meets_slo"] == "false"
     assert steps_table([]).row_count == 0 and steps_csv([]).startswith("trial,")

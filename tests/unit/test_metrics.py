@@ -194,3 +194,34 @@ def test_distribution_of_nothing() -> None:
 def test_records_to_dicts() -> None:
     (d,) = records_to_dicts([fast()])
     assert d["token_times"] == [0.1, 0.2, 0.4] and d["error"] is None
+
+
+def test_input_tokens_are_what_the_server_counted() -> None:
+    s = summarize([fast(), slow(), RequestRecord(send_time=0.0, error="HTTP 500")])
+    assert (s.input_tokens.count, s.input_tokens.p50, s.input_tokens.mean) == (2, approx(15.0), approx(15.0))
+    back = Summary.from_dict(s.to_dict())
+    assert back.input_tokens.count == 2 and back.input_tokens.p50 == approx(15.0)
+
+
+def test_one_turn_traffic_has_no_per_turn_figures() -> None:
+    s = summarize([fast(), slow()])
+    assert s.turns == {} and "turns" not in s.to_dict()
+
+
+def test_per_turn_figures_when_the_traffic_has_sessions() -> None:
+    first = fast()  # TTFT 100, ITL 100 and 200
+    second, third = slow(), slow()  # TTFT 300, ITL 100
+    second.conversation, second.turn = 0, 1
+    third.conversation, third.turn = 0, 2
+    s = summarize([first, second, third])
+    assert list(s.turns) == ["1", "2", "3", "later"]
+    assert s.turns["1"]["count"] == 1 and s.turns["1"]["ttft_ms"]["p50"] == approx(100.0)
+    assert s.turns["1"]["itl_ms"]["mean"] == approx(150.0)
+    later = s.turns["later"]
+    assert (
+        later["count"] == 2
+        and later["ttft_ms"]["p99"] == approx(300.0)
+        and later["itl_ms"]["p50"] == approx(100.0)
+    )
+    assert s.ttft_ms.count == 3  # the overall figures are unchanged
+    assert Summary.from_dict(s.to_dict()).turns == s.turns

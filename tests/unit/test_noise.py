@@ -119,7 +119,7 @@ def test_status_rows_sort_by_mean_and_name_the_neighbours_in_noise() -> None:
     assert rows[0]["within_noise_of"] == [] and rows[2]["within_noise_of"] == []
     rows = confirmed([*records, rec(9, 98.5, repeat_of=1)], maximize=True)
     assert rows[0]["within_noise_of"] == [2] and rows[1]["within_noise_of"] == [1]
-    assert describe_confirmed(rows[0], "tok/s") == "#1 99.83 ± 1.25 tok/s over 3 runs (within noise of #2)"
+    assert describe_confirmed(rows[0], "tok/s") == "#1 99.8 ± 1.25 tok/s over 3 runs (within noise of #2)"
 
 
 def test_leaders_are_the_best_distinct_feasible_originals_and_the_baseline() -> None:

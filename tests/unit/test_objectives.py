@@ -87,3 +87,20 @@ def test_single_objective() -> None:
     spec = make(objectives=["maximize output_throughput"])
     assert evaluate(spec, ok(7.0, 1.0, 1.0)).values == [7.0]
     assert penalty(spec, "oom").values == [0.0]
+
+
+
+def test_a_trial_scored_at_a_step_cut_short_is_infeasible() -> None:
+    """No step passed and the scored one was cut short over ITL p99: the figures of its finished
+    requests may lie within the limit (seen on the H200: 49.5 ms under 50), the trial is still infeasible."""
+    cut = Summary.from_dict(
+        {
+            "output_throughput_tok_s": 3125.0,
+            "ttft_ms": {"p99": 793.0},
+            "itl_ms": {"p99": 49.5},
+            "pruned": "itl_p99 settled over 50 ms: 285 of 24480 samples already exceed it",
+        }
+    )
+    ev = evaluate(make(slo={"ttft_p99_ms": 1000, "itl_p99_ms": 50}), TrialResult(status="ok", summary=cut))
+    assert ev.constraints["itl_p99"] > 0 and ev.constraints["ttft_p99"] < 0
+    assert not ev.feasible and ev.values[0] == 3125.0

@@ -14,9 +14,10 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from tuner.errors import TunerError, UsageError
-from tuner.report.pareto import pareto_rows, pick, step_rows, step_view
+from tuner.report.machine import front_csv
+from tuner.report.pareto import pareto_rows, pick, report_rows, step_rows, step_view
 from tuner.report.plot import write_plot
-from tuner.report.table import rich_table, to_csv
+from tuner.report.table import rich_table
 
 DISTS = {"max-num-seqs": IntDistribution(1, 64), "gpu-memory-utilization": FloatDistribution(0.1, 0.9)}
 
@@ -157,14 +158,28 @@ def test_table_and_csv() -> None:
     add(study, 200, 1000, baseline=True)
     add(study, 300, 500, params={"max-num-seqs": 8, "gpu-memory-utilization": 0.5})
     add(study, 400, 900, params={"max-num-seqs": 16, "gpu-memory-utilization": 0.25})
-    rows = pareto_rows(study)
+    rows = report_rows(study)  # the front, then the baseline (not on it)
     table = rich_table(rows)
-    assert table.row_count == 2
-    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
-    assert [int(r["trial"]) for r in parsed] == [2, 1]
+    assert table.row_count == 3
+    text = front_csv(rows)
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert [int(r["trial"]) for r in parsed] == [2, 1, 0]
     assert (
         parsed[0]["max-num-seqs"] == "16" and float(parsed[0]["output_throughput_vs_baseline_pct"]) == 100.0
     )
+    assert [r["on_front"] for r in parsed] == ["true", "true", "false"]  # lowercase, as JSON writes them
+    assert list(parsed[0])[-7:] == [  # units in the headers, vLLM's names
+        "output_throughput_tok_s",
+        "output_throughput_vs_baseline_pct",
+        "p99_ttft_ms",
+        "p99_ttft_ms_vs_baseline_pct",
+        "p99_ttft_ms_limit",
+        "p99_ttft_ms_within_slo",
+        "meets_slo",
+    ]
+    assert parsed[0]["p99_ttft_ms_limit"] == "2000.0" and parsed[0]["p99_ttft_ms_within_slo"] == "true"
+    assert parsed[0]["meets_slo"] == "true"
+    assert "True" not in text and "False" not in text
     assert rich_table([]).row_count == 0
 
 
@@ -214,6 +229,9 @@ def test_capacity_steps_become_the_curve() -> None:
     t.set_constraint("failed", 0.0)
     study.add_trial(t)
     (row,) = pareto_rows(study)
+    for step in row["steps"]:  # each step carries its SLO verdict
+        check = step.pop("slo")["ttft_p99"]
+        assert check["limit"] == 2000 and check["within"] == (check["value"] <= 2000)
     assert row["steps"] == [  # as stored, "completed" aside
         {"load": {"concurrency": 1}, "output_throughput": 100.0, "ttft_p99": 200.0},
         {"load": {"concurrency": 4}, "output_throughput": 300.0, "ttft_p99": 800.0},
@@ -267,11 +285,11 @@ def test_cli_steps_prints_the_step_level_front(tmp_path: Path, capsys: pytest.Ca
     rows = json.loads(capsys.readouterr().out)
     assert [(r["load"]["concurrency"], r["meets_slo"]) for r in rows] == [(1, True), (4, False)]
     assert main([*base, "--steps", "--format", "csv"]) == 0
-    assert (
-        capsys.readouterr()
-        .out.splitlines()[0]
-        .startswith("trial,is_baseline,load,output_throughput,ttft_p99")
-    )
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        "trial,is_baseline,load_concurrency,load_request_rate_rps,output_throughput_tok_s,p99_ttft_ms,"
+        "p99_ttft_ms_within_slo,meets_slo,scored",
+        "0,false,1.0,,100.0,200.0,true,true,true",
+    ]
     assert main([*base, "--steps"]) == 0
     out = capsys.readouterr().out
     assert "step-level front on ttft_p99 (2 steps)" in out and "2800 OVER" in out
@@ -285,8 +303,9 @@ def test_the_table_shows_the_spread_over_repeats() -> None:
     add(study, 300, 500, params={"max-num-seqs": 8, "gpu-memory-utilization": 0.5})
     rows = pareto_rows(study)
     assert rows[0]["spread"] == {"trial": 1, "n": 1, "mean": 300.0, "low": 300.0, "high": 300.0}
-    assert len(rich_table(rows).columns) == 1 + 2 + 4  # no repeats: no spread column
+    # trial, 2 flags, load, throughput + its change (narrow: the first objective's change only), TTFT p99
+    assert len(rich_table(rows).columns) == 1 + 2 + 1 + 2 + 1  # no repeats: no spread column
     rows[0]["spread"] = {"trial": 1, "n": 3, "mean": 1300.0, "low": 1260.0, "high": 1340.0}
     table = rich_table(rows)
-    assert table.columns[-1].header == "output_throughput over repeats"
+    assert table.columns[-1].header == "output throughput\nover repeats"
     assert list(table.columns[-1].cells) == ["1,300 ± 40 (n=3)"]

@@ -8,6 +8,7 @@ import json
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -49,12 +50,34 @@ def frozen(attrs: dict[str, Any], seconds: float = 9.0, params: dict[str, Any] |
     )
 
 
+class FakeStorage:
+    """The part of Optuna's storage that :func:`write` uses: one study (id 1), one trial (id 7)."""
+
+    def __init__(self) -> None:
+        self.system_attrs: dict[str, Any] = {}
+
+    def get_study_id_from_name(self, name: str) -> int:
+        assert name == "s"
+        return 1
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, number: int) -> int:
+        assert (study_id, number) == (1, 3)
+        return 7
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        assert trial_id == 7
+        self.system_attrs[key] = value
+
+
 class FakeTrial:
     """The part of ``optuna.Trial`` that :func:`write` uses."""
 
     def __init__(self) -> None:
         self.user_attrs: dict[str, Any] = {}
         self.constraints: dict[str, float] = {}
+        self.number = 3
+        self.study = SimpleNamespace(study_name="s")
+        self.storage = FakeStorage()
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.user_attrs[key] = value
@@ -101,6 +124,7 @@ def test_write_then_read_gives_the_result_back() -> None:
     stored = write(trial, RESULT, EV)  # type: ignore[arg-type]
     assert trial.user_attrs == stored == result_attrs(RESULT, EV)
     assert trial.constraints == EV.constraints
+    assert trial.storage.system_attrs == {"constraints": [1.0]}  # the list optuna-dashboard shows
     rec = read(frozen(stored, seconds=130.0))
     assert (rec.status, rec.failure, rec.message, rec.feasible) == (
         "crashed",
@@ -181,6 +205,9 @@ def test_read_study() -> None:
     study.set_user_attr("spec", {"slo": {}})
     got = read_study(study)
     assert (got.budget, got.metric_names, got.spec) == (12, ("output_throughput",), {"slo": {}})
+    assert got.traffic_digest is None  # a study stored before traffic digests
+    study.set_user_attr("traffic_digest", "ab" * 32)
+    assert read_study(study).traffic_digest == "ab" * 32
 
 
 @pytest.mark.parametrize("name", ["h200-llama8b.db", "h200-llama8b-reuse.db"])
@@ -196,6 +223,7 @@ def test_the_h200_databases_read(tmp_path: Path, name: str) -> None:
     assert complete
     for t in complete:
         rec = read(t)
+        assert rec.finished and (rec.scored_values is None) == rec.failed  # penalty values hidden
         nested = t.user_attrs["result"]
         assert rec.status == t.user_attrs["status"] == nested["status"]
         assert list(rec.argv) == t.user_attrs["argv"]
@@ -260,3 +288,28 @@ def test_launch_of_reads_the_trial_record() -> None:
 )
 def test_launch_of_table(attrs: dict[str, Any], expect: Launch | None) -> None:
     assert launch_of(read(frozen(attrs))) == expect
+
+
+def test_failed_trials_read_alike_pruned_or_stored_with_penalty_values_by_an_older_tuner() -> None:
+    failed = {"status": "oom", "failure": "oom", "feasible": False}
+    old = read(frozen(failed))  # COMPLETE with a penalty value, as tuner stored failures before
+    new = read(
+        FrozenTrial(
+            number=4,
+            state=TrialState.PRUNED,
+            value=None,
+            datetime_start=datetime(2025, 1, 1),
+            datetime_complete=datetime(2025, 1, 1, 0, 1),
+            params={"p": 1},
+            distributions={"p": IntDistribution(0, 1024)},
+            user_attrs=failed,
+            system_attrs={},
+            intermediate_values={},
+            trial_id=4,
+        )
+    )
+    for rec in (old, new):
+        assert rec.finished and rec.failed and rec.scored_values is None
+    assert old.values == (1.0,) and new.values is None
+    measured = read(frozen({"status": "ok", "feasible": True}))
+    assert measured.finished and measured.scored_values == (1.0,)

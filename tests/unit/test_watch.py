@@ -18,7 +18,7 @@ def waiting(send: float) -> RequestRecord:
 
 
 def test_ttft_p99_settles_once_four_of_300_exceed() -> None:
-    watch = StepWatch({"ttft_p99": 1000.0}, planned_requests=300, output_tokens=16)
+    watch = StepWatch({"ttft_p99": 1000.0}, planned_requests=300, max_output_tokens=16)
     fast = [done(0.0, 0.2, 1.0) for _ in range(50)]
     slow = [done(0.0, 1.5, 2.0) for _ in range(3)]
     assert watch.settled(fast + slow, now=2.0) is None
@@ -27,7 +27,7 @@ def test_ttft_p99_settles_once_four_of_300_exceed() -> None:
 
 
 def test_requests_still_waiting_past_the_limit_count() -> None:
-    watch = StepWatch({"ttft_p99": 1000.0}, planned_requests=300, output_tokens=16)
+    watch = StepWatch({"ttft_p99": 1000.0}, planned_requests=300, max_output_tokens=16)
     stuck = [waiting(send=0.0) for _ in range(4)]
     assert watch.settled(stuck, now=0.9) is None  # not yet over the limit
     assert watch.settled(stuck, now=1.1) is not None
@@ -35,7 +35,7 @@ def test_requests_still_waiting_past_the_limit_count() -> None:
 
 
 def test_itl_counts_finished_and_open_gaps_incrementally() -> None:
-    watch = StepWatch({"itl_p99": 50.0}, planned_requests=10, output_tokens=11)  # 100 gaps planned
+    watch = StepWatch({"itl_p99": 50.0}, planned_requests=10, max_output_tokens=11)  # 100 gaps planned
     assert watch.active
     long_gaps = done(0.0, 0.1, 1.0, gaps=[0.01, 0.2, 0.01])  # one gap over 50 ms
     assert watch.settled([long_gaps], now=1.0) is None
@@ -55,7 +55,7 @@ def test_failed_requests_and_other_limits_do_not_prune() -> None:
 
 
 def test_e2e_limits_count_unfinished_requests_too() -> None:
-    watch = StepWatch({"e2e_p50": 1000.0}, planned_requests=4, output_tokens=8)
+    watch = StepWatch({"e2e_p50": 1000.0}, planned_requests=4, max_output_tokens=8)
     # p50 of 4: settled once 4 - floor(0.5 * 3) = 3 exceed
     recs = [RequestRecord(send_time=0.0, first_token_time=0.1, token_times=[0.1]) for _ in range(3)]
     assert watch.settled(recs, now=0.9) is None
@@ -71,3 +71,16 @@ def test_a_trial_of_only_cut_steps_broke_the_slo_not_its_requests() -> None:
     failing = summarize([RequestRecord(send_time=0.0, error="HTTP 500")], {"ttft_p99": 1.0})
     failure = _load_errors([cut, failing], 0.05)
     assert failure is not None and failure.status == "load_errors" and "HTTP 500" in failure.message
+
+
+def test_itl_planned_gaps_use_each_requests_expected_length() -> None:
+    """Two short requests (3 tokens: 2 gaps each) issued of 2 planned: 4 gaps planned, not 2 x 99; with a
+    bound of 100 output tokens three long gaps would not settle a p50, with the requests' own lengths they do."""
+    watch = StepWatch({"itl_p50": 50.0}, planned_requests=2, max_output_tokens=100)
+    a = done(0.0, 0.1, 1.0, gaps=[0.2, 0.2])
+    b = done(0.0, 0.1, 1.0, gaps=[0.2, 0.01])
+    for r in (a, b):
+        r.expected_output_tokens = 3
+    assert watch.settled([a], now=1.0) is None  # b not issued yet: up to 99 more gaps
+    reason = watch.settled([a, b], now=1.0)
+    assert reason is not None and "3 of 4" in reason

@@ -9,7 +9,7 @@ from typing import Any
 
 from tuner.cli.common import load_study, preflight
 from tuner.cli.output import Console
-from tuner.cli.run import positive_int
+from tuner.cli.run import add_accept_changes, positive_int
 from tuner.config.spec import Confirm, load_spec
 
 
@@ -18,6 +18,7 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--top", type=positive_int, help="how many leading configurations (default 3)")
     c.add_argument("--repeats", type=positive_int, help="fresh measurements of each (default 2)")
     c.add_argument("--storage", help="storage URL (default: the study file's, else sqlite beside it)")
+    add_accept_changes(c)
 
 
 def handle(args: argparse.Namespace, console: Console) -> int:
@@ -34,7 +35,12 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     confirm = Confirm(top=args.top or default.top, repeats=args.repeats or default.repeats)
     with RichReporter() as reporter:
         outcome = run_study(
-            spec, storage_url=args.storage, reporter=reporter, must_exist=True, confirm=confirm
+            spec,
+            storage_url=args.storage,
+            reporter=reporter,
+            must_exist=True,
+            confirm=confirm,
+            accept_changes=args.accept_changes,
         )
     console.info(f"study {outcome.study_name}: {outcome.repeats} repeat(s) measured in this run")
     _print_spreads(load_study(spec, args.storage), console)
@@ -45,7 +51,8 @@ def _print_spreads(study: Any, console: Console) -> None:
     """One line per confirmed configuration, best mean first."""
     import optuna
 
-    from tuner.report.pareto import metric_names, unit
+    from tuner.report.names import unit
+    from tuner.report.pareto import metric_names
     from tuner.report.status import confirmed, describe_confirmed
     from tuner.search.record import read
 

@@ -9,12 +9,14 @@ Commands::
     tuner pareto STUDY.yaml [--format table|json|csv] [--plot FILE.html|FILE.png] [--storage URL]
     tuner best STUDY.yaml [--pick throughput|latency|knee] --export cmd|yaml [--output FILE] [--storage URL]
     tuner status [STUDY.yaml] [--storage URL] [--json]
+    tuner trials STUDY.yaml [--json] [--storage URL]
+    tuner show STUDY.yaml TRIAL [--json] [--storage URL]
     tuner confirm STUDY.yaml [--top 3] [--repeats 2] [--storage URL]
     tuner measure STUDY.yaml [--set flag=value ...] [--url URL] [--json]
     tuner make-model DIR
     tuner sim --model DIR [vLLM flags] [--sim-* flags]
 
-Exit status (:mod:`tuner.errors`): 0 done; 1 a failure that is not the user's input (storage, a measurement
+``tuner`` alone prints this help (exit 0). Exit status (:mod:`tuner.errors`): 0 done; 1 a failure that is not the user's input (storage, a measurement
 that failed, no feasible trial yet); 2 bad input (study file, arguments, storage URL, ``--set``); 130
 interrupted (the study is resumable). Every error is one line on stderr (``tuner: error: ...``, through
 :meth:`Console.abort`), never a traceback. All input is checked before a study database is opened for
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from tuner import __version__
-from tuner.cli import best, confirm, make_model, measure, pareto, run, sim, status
+from tuner.cli import best, confirm, dashboard, make_model, measure, pareto, run, show, sim, status, trials
 from tuner.cli.output import Console
 from tuner.errors import EXIT_INTERRUPTED, TunerError, UsageError
 
@@ -56,7 +58,10 @@ COMMANDS = (
     Command("best", "export one configuration of the front", best.add_arguments, best.handle),
     Command("confirm", "re-measure the leading configurations", confirm.add_arguments, confirm.handle),
     Command("status", "studies and how far they are", status.add_arguments, status.handle),
+    Command("trials", "every trial in one line", trials.add_arguments, trials.handle),
+    Command("show", "one trial whole", show.add_arguments, show.handle),
     Command("measure", "measure one configuration once (no study)", measure.add_arguments, measure.handle),
+    Command("dashboard", "a read-only web view of studies", dashboard.add_arguments, dashboard.handle),
     Command(
         "make-model",
         "write the tiny random model used by the demo and tests",
@@ -105,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(argv: list[str], console: Console) -> int:
     parser = build_parser()
+    if not argv:  # as hatch does: the help, on stdout, exit 0
+        console.print(parser.format_help())
+        return 0
     try:
         args, extra = parser.parse_known_args(argv)
         command: Command = args.entry

@@ -1,5 +1,7 @@
 """``tuner measure STUDY.yaml [--set flag=value ...] [--url URL] [--json]``: measure one configuration once
-(or a server already running at URL); nothing is stored. Exit 0 when the measurement succeeded, else 1."""
+(or a server already running at URL); nothing is stored. ``--set`` takes any value vLLM takes; one that the
+study's search would never propose is measured with one warning line naming its search range. Exit 0 when
+the measurement succeeded, else 1."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import time
 from tuner.cli.common import preflight
 from tuner.cli.output import Console
 from tuner.config.paths import runs_dir
-from tuner.config.space import parse_sets
+from tuner.config.space import outside_search, parse_sets
 from tuner.config.spec import StudySpec, load_spec
 from tuner.measure.result import TrialResult
 
@@ -25,6 +27,8 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     console.json_mode = args.json
     spec = load_spec(args.study)
     params = parse_sets(spec, args.sets)
+    for note in outside_search(spec, params):
+        console.warn(f"{note}: measured as given")
     preflight(spec, console, params, servers=args.url is None)
     from tuner.cli.progress_rich import RichReporter
     from tuner.measure.trial import run_trial  # after the checks: it imports the load generator's stack
@@ -49,7 +53,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
 
 def _print_result(console: Console, spec: StudySpec, result: TrialResult) -> None:
     from tuner.report.fmt import fmt_num
-    from tuner.report.pareto import unit
+    from tuner.report.names import label, unit
     from tuner.search.objectives import metric_or_none
 
     console.print(f"status: {result.status}" + (f" ({result.message})" if result.message else ""))
@@ -57,10 +61,10 @@ def _print_result(console: Console, spec: StudySpec, result: TrialResult) -> Non
     for n in names:
         v = metric_or_none(result.summary, n)
         if v is not None:
-            console.print(f"  {n:<20} {fmt_num(v):>12} {unit(n)}")
+            console.print(f"  {label(n):<20} {fmt_num(v):>12} {unit(n)}")
     for n, limit in spec.slo.limits().items():
         v = metric_or_none(result.summary, n)
         if v is not None:
-            console.print(f"  SLO {n} <= {limit:g} ms: {'met' if v <= limit else 'BROKEN'}")
+            console.print(f"  SLO {label(n)} <= {limit:g} ms: {'met' if v <= limit else 'BROKEN'}")
     if result.log_path:
         console.print(f"  log: {result.log_path}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import sys
 from typing import IO, Any, NoReturn
 
@@ -20,6 +22,8 @@ from rich.console import RenderableType
 from tuner.errors import EXIT_FAILURE
 
 PROG = "tuner"
+#: the width of reports written to a file or a pipe (``COLUMNS`` overrides it)
+DEFAULT_WIDTH = 100
 
 
 def one_line(text: object) -> str:
@@ -60,9 +64,17 @@ class Console:
         """One JSON document on stdout (non-finite numbers written as null)."""
         self.print(json.dumps(_finite(data), indent=2, sort_keys=False))
 
-    def render(self, renderable: RenderableType) -> None:
-        """A rich renderable (a table) on stdout; plain text when stdout is not a terminal."""
-        console = RichConsole(file=self.out, soft_wrap=False, width=None if self.out.isatty() else 200)
+    def width(self) -> int:
+        """The columns a report may use: the terminal's, else ``COLUMNS``, else :data:`DEFAULT_WIDTH`."""
+        if self.out.isatty():
+            return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+        columns = os.environ.get("COLUMNS", "")
+        return int(columns) if columns.isdigit() and int(columns) > 0 else DEFAULT_WIDTH
+
+    def render(self, renderable: RenderableType, width: int | None = None) -> None:
+        """A rich renderable (a table) on stdout within ``width`` columns (default :meth:`width`); plain
+        text when stdout is not a terminal."""
+        console = RichConsole(file=self.out, soft_wrap=False, width=width or self.width())
         console.print(renderable)
 
     def abort(self, message: str, code: int = EXIT_FAILURE) -> NoReturn:

@@ -1,5 +1,7 @@
-"""``tuner run`` / ``tuner resume STUDY.yaml [--n-trials N] [--timeout 8h] [--storage URL]``: create the study
-or go on with it, up to its budget (``resume`` refuses a study that does not exist yet)."""
+"""``tuner run`` / ``tuner resume STUDY.yaml [--n-trials N] [--timeout 8h] [--storage URL] [--accept-changes]``:
+create the study or go on with it, up to its budget (``resume`` refuses a study that does not exist yet; a
+study file changed in a way that invalidates the stored trials is refused unless ``--accept-changes``:
+:mod:`tuner.search.study`)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,17 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--n-trials", type=positive_int, help="the budget of finished trials (stored)")
     c.add_argument("--timeout", help="stop starting trials after this long: 8h, 30m, 90s")
     c.add_argument("--storage", help="storage URL (default: the study file's, else sqlite beside it)")
+    add_accept_changes(c)
+
+
+def add_accept_changes(c: argparse.ArgumentParser) -> None:
+    """The ``--accept-changes`` flag (``run``, ``resume``, ``confirm``)."""
+    c.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="go on although the study file changed what the stored trials were measured under (search "
+        "space, workload or its files, SLO, server); they stay, scored under the old rules",
+    )
 
 
 def handle(args: argparse.Namespace, console: Console) -> int:
@@ -42,6 +55,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
             storage_url=args.storage,
             reporter=reporter,
             must_exist=args.command == "resume",
+            accept_changes=args.accept_changes,
         )
     note = f" (repaired interrupted trials {outcome.repaired})" if outcome.repaired else ""
     console.info(

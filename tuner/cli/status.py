@@ -1,5 +1,5 @@
 """``tuner status [STUDY.yaml] [--storage URL] [--json]``: studies, trials done/failed/running, best so far,
-time left, server starts and the confirmed configurations (mean ± half the range of their runs). The figures are :func:`tuner.report.status.study_status`'s; this prints them."""
+time left (only while a live worker runs it), what was sent, server starts and the confirmed configurations (mean ± half the range of their runs). The figures are :func:`tuner.report.status.study_status`'s; this prints them."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
-    from tuner.report.pareto import unit
+    from tuner.report.names import unit
     from tuner.report.status import describe_confirmed, describe_starts, human_duration, study_status
     from tuner.search.storage import open_storage, storage_errors
 
@@ -48,6 +48,8 @@ def handle(args: argparse.Namespace, console: Console) -> int:
             f"{r['running']} running, {r['queued']} queued, {r['interrupted']} interrupted{left}; "
             f"best so far: {r['best'] or '-'}"
         )
+        if r["sent"]:
+            console.print(f"  {r['sent']}")
         starts = describe_starts(r["starts"])
         if starts:
             console.print(f"  server starts: {starts}")

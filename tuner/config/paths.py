@@ -1,9 +1,10 @@
 """Where a study's files are: the folder its relative paths start from, its model folders, its storage URL
-and its per-trial logs. Reads the file system (existence only); writes nothing.
+and its per-trial logs. Reads the file system (existence and permissions only); writes nothing.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tuner.config.spec import Checkpoint, Choices, StudySpec
@@ -22,32 +23,64 @@ def resolve_model(spec: StudySpec, model: str | None = None) -> str:
     p = Path(m).expanduser()
     for base in (study_dir(spec), Path.cwd()):
         cand = p if p.is_absolute() else base / p
-        if cand.exists():
+        if _exists(cand):
             return str(cand.resolve())
     if m.startswith(("./", "../", "/", "~")):
         return str((study_dir(spec) / p).resolve())  # a path that does not exist: preflight says so
     return m
 
 
-def check_models(spec: StudySpec) -> None:
-    """Refuse a model given as a path (``./``, ``../``, ``/``, ``~``) that is not a folder, for the study's
-    model and every checkpoint choice. Raises :class:`SpecError` (one line). Hub names are not checked."""
-    source = spec.source or "<study>"
+def _model_paths(spec: StudySpec) -> list[tuple[str, str, Path]]:
+    """``(key, as written, resolved path)`` of each model given as a path (``./``, ``../``, ``/``, ``~``):
+    the study's and every checkpoint choice's."""
     wanted: list[tuple[str, str]] = [("model", spec.model)]
     for k, entry in spec.search.items():
         if isinstance(entry, Choices):
             wanted += [(f"search.{k}", c.model) for c in entry.choices if isinstance(c, Checkpoint)]
-    for key, m in wanted:
-        if not m.startswith(("./", "../", "/", "~")):
-            continue
-        path = Path(resolve_model(spec, m))
-        if not path.exists():
+    return [
+        (key, m, Path(resolve_model(spec, m))) for key, m in wanted if m.startswith(("./", "../", "/", "~"))
+    ]
+
+
+def check_model_access(spec: StudySpec) -> None:
+    """Refuse a model folder this user may not read (it, or a folder above it, lacks the permission).
+    Raises :class:`SpecError` (one line); a folder that does not exist is not this check's."""
+    for key, m, path in _model_paths(spec):
+        try:
+            readable = not path.is_dir() or os.access(path, os.R_OK | os.X_OK)
+        except PermissionError:
+            readable = False
+        if not readable:
+            raise SpecError(
+                spec.source or "<study>",
+                key,
+                f"model folder {m}: permission denied (give a user who can read it)",
+            )
+
+
+def check_models(spec: StudySpec) -> None:
+    """Refuse a model given as a path (``./``, ``../``, ``/``, ``~``) that is not a folder or cannot be read,
+    for the study's model and every checkpoint choice. Raises :class:`SpecError` (one line). Hub names are
+    not checked."""
+    source = spec.source or "<study>"
+    check_model_access(spec)
+    for key, m, path in _model_paths(spec):
+        if not _exists(path):
             where = f"{study_dir(spec)} and {Path.cwd()}" if not Path(m).expanduser().is_absolute() else ""
             raise SpecError(
                 source, key, f"model folder {m} does not exist" + (f" (looked in {where})" if where else "")
             )
         if not path.is_dir():
             raise SpecError(source, key, f"model {m} is a file; give the model's folder")
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, but an unreadable parent folder counts as "it is there" (so that
+    :func:`check_models` can say permission denied) instead of raising ``PermissionError``."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return True
 
 
 def default_storage(spec: StudySpec) -> str:

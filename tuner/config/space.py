@@ -10,8 +10,10 @@ configuration before any server starts. Pure: no I/O.
 * :func:`prelaunch_violation` — the reason an *effective* flag set (fixed ``server.args`` + the trial's
   params, as :func:`tuner.config.argv.trial_flags` merges them) cannot start, for rules vLLM itself enforces when it
   builds its config, or None. A refused trial costs no server start; it is recorded ``infeasible``.
-* :func:`parse_sets` — ``tuner measure --set flag=value`` items as params, each searched flag's value checked
-  against its search entry.
+* :func:`parse_sets` — ``tuner measure --set flag=value`` items as params: any value vLLM takes (vLLM's own
+  parser checks it before a server starts); a searched flag's value is held as its search entry holds it (a
+  choice's label, an int for an int range). :func:`outside_search` names the values the study would never
+  have proposed.
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ def _int(value: FlagValue) -> int | None:
 
 def parse_sets(spec: StudySpec, sets: Sequence[str]) -> dict[str, FlagValue]:
     """``["max-num-seqs=64", "block-size=32"]`` -> params. Values are YAML scalars; a searched flag's value
-    must lie in its search entry (a choice by its label). Raises :class:`UsageError` (one line)."""
+    need not lie in its search entry, but a range's value must be a number (an integer for an int range).
+    Raises :class:`UsageError` (one line)."""
     params: dict[str, FlagValue] = {}
     for item in sets:
         name, sep, raw = item.partition("=")
@@ -133,22 +136,44 @@ def parse_sets(spec: StudySpec, sets: Sequence[str]) -> dict[str, FlagValue]:
 
 
 def _check_against(name: str, item: str, value: FlagValue, entry: SearchEntry) -> FlagValue:
-    """``value`` as the search entry of ``name`` holds it (a choice's label, an int for an int range), or
-    :class:`UsageError` when it lies outside the entry."""
+    """``value`` as the search entry of ``name`` holds it (a choice's label, an int for an int range; a
+    value that is no choice as it is), or :class:`UsageError` for a range given no number."""
     if isinstance(entry, Choices):
-        wanted = "none" if value is None else value
-        for label in entry.labels():
-            if type(label) is type(wanted) and label == wanted:
-                return label
-            if isinstance(label, float) and type(wanted) is int and label == wanted:
-                return label
-        raise UsageError(f"--set {item!r}: {name} must be one of {[choice_label(c) for c in entry.choices]}")
+        label = _choice_label(entry, value)
+        return value if label is None else label
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"--set {item!r}: {name} needs a number")
     if isinstance(entry, IntRange):
         if isinstance(value, float) and not value.is_integer():
             raise UsageError(f"--set {item!r}: {name} needs an integer")
         value = int(value)
-    if not math.isfinite(value) or not entry.low <= value <= entry.high:
-        raise UsageError(f"--set {item!r}: {name} must lie in [{entry.low}, {entry.high}] (its search range)")
+    if not math.isfinite(value):
+        raise UsageError(f"--set {item!r}: {name} needs a finite number")
     return float(value) if isinstance(entry, FloatRange) else value
+
+
+def _choice_label(entry: Choices, value: FlagValue) -> str | int | float | bool | None:
+    """The label of ``entry`` that ``value`` names (``None`` for ``"none"``), else None."""
+    wanted = "none" if value is None else value
+    for label in entry.labels():
+        if type(label) is type(wanted) and label == wanted:
+            return label
+        if isinstance(label, float) and type(wanted) is int and label == wanted:
+            return label
+    return None
+
+
+def outside_search(spec: StudySpec, params: Mapping[str, FlagValue]) -> list[str]:
+    """One phrase per searched flag whose value in ``params`` the study would never propose:
+    ``gpu-memory-utilization=0.9 lies outside the study's search range [0.1, 0.3]``,
+    ``block-size=48 is none of the study's choices [16, 32]``."""
+    notes = []
+    for name, value in params.items():
+        entry = spec.search.get(name)
+        if isinstance(entry, Choices):
+            if _choice_label(entry, value) is None:
+                choices = [choice_label(c) for c in entry.choices]
+                notes.append(f"{name}={value} is none of the study's choices {choices}")
+        elif entry is not None and isinstance(value, int | float) and not entry.low <= value <= entry.high:
+            notes.append(f"{name}={value} lies outside the study's search range [{entry.low}, {entry.high}]")
+    return notes

@@ -15,7 +15,9 @@ Contract of :func:`send_request`:
   (a session's ``total``, 5 minutes by default in aiohttp, would cut long generations short).
 
 The per-event work is a few ``bytes.find`` calls: no JSON is parsed except the integers of a ``usage``
-object, so one core keeps up with tens of thousands of streamed tokens per second.
+object, so one core keeps up with tens of thousands of streamed tokens per second. Only when the caller
+asks for the reply text (``reply``: a conversation with a later turn, which re-sends it) is each output
+event's JSON parsed for its ``text`` (completions) or ``delta.content`` (chat).
 """
 
 from __future__ import annotations
@@ -86,11 +88,13 @@ async def send_request(
     timeout_s: float,
     warmup: bool = False,
     record: RequestRecord | None = None,
+    reply: list[str] | None = None,
 ) -> RequestRecord:
     """Stream one request and return its record (see the module docstring for the contract).
 
     ``record``, when given, is filled in place (its ``send_time`` is overwritten) and returned: a caller
-    that cancels the request keeps whatever timestamps it had collected.
+    that cancels the request keeps whatever timestamps it had collected. ``reply``, when given, gets the
+    streamed output text piece by piece (its ``"".join`` is the reply).
     """
     rec = record if record is not None else RequestRecord(send_time=0.0)
     rec.warmup = warmup
@@ -102,7 +106,7 @@ async def send_request(
         rec.error = str(e)
         return rec
     headers = {"Content-Type": "application/json", **target.headers}
-    parser = SseParser(rec, chat=target.api == "chat")
+    parser = SseParser(rec, chat=target.api == "chat", reply=reply)
     rec.send_time = clock()
     failure: str | None = None
     try:
@@ -175,14 +179,16 @@ class SseParser:
     :meth:`feed` takes the bytes of one network read (lines may be split anywhere between reads) and
     the time of that read. Events that carry output text (``text`` for completions; ``content``,
     ``reasoning_content`` or ``reasoning`` for chat) are output chunks; each counts one token, or the
-    increase of ``usage.completion_tokens`` when the server sends usage with every chunk.
+    increase of ``usage.completion_tokens`` when the server sends usage with every chunk. With ``reply``,
+    each output event's text (``text``, or ``delta.content``: what a chat client re-sends) is appended.
     """
 
-    __slots__ = ("_buf", "_chat", "_done_time", "_last_completion", "record")
+    __slots__ = ("_buf", "_chat", "_done_time", "_last_completion", "_reply", "record")
 
-    def __init__(self, record: RequestRecord, *, chat: bool = False) -> None:
+    def __init__(self, record: RequestRecord, *, chat: bool = False, reply: list[str] | None = None) -> None:
         self.record = record
         self._chat = chat
+        self._reply = reply
         self._buf = b""
         self._done_time: float | None = None
         self._last_completion = 0
@@ -225,6 +231,8 @@ class SseParser:
                 rec.first_token_time = now
             rec.token_times.append(now)
             rec.chunk_tokens.append(tokens)
+            if self._reply is not None:
+                self._reply.append(_text_of(payload, self._chat))
         elif payload.startswith(b'{"error"') and rec.error is None:
             rec.error = "stream error: " + payload[: _ERROR_BODY_CHARS + 20].decode("utf-8", "replace")
 
@@ -258,6 +266,18 @@ class SseParser:
         got = rec.output_tokens or 0
         if got < max_tokens:
             rec.error = f"short output: {got} of {max_tokens} tokens"
+
+
+def _text_of(payload: bytes, chat: bool) -> str:
+    """The output text of one streamed event (``""`` when it has none or is not valid JSON)."""
+    try:
+        choices = json.loads(payload).get("choices") or []
+    except ValueError:
+        return ""
+    if not choices:
+        return ""
+    piece = (choices[0].get("delta") or {}).get("content") if chat else choices[0].get("text")
+    return piece if isinstance(piece, str) else ""
 
 
 def _describe(e: BaseException) -> str:

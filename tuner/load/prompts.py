@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -91,16 +91,56 @@ def build_prompts(
     Raises ``ValueError`` when the length is impossible (no room for content after the special tokens,
     the chat template and the shared prefix) or the tokenizer cannot reach it.
     """
-    if api not in ("completions", "chat"):
-        raise ValueError(f"api must be 'completions' or 'chat', got {api!r}")
-    if count < 0 or shared_prefix_tokens < 0:
-        raise ValueError("count and shared_prefix_tokens must not be negative")
-    if input_tokens < 1:
-        raise ValueError(f"input_tokens must be positive, got {input_tokens}")
-    b = _Builder(tokenizer, np.random.default_rng(seed))
+    if count < 0:
+        raise ValueError("count must not be negative")
+    return PromptFactory(tokenizer, seed).prompts([input_tokens] * count, shared_prefix_tokens, api)
+
+
+class PromptFactory:
+    """Prompts of given exact lengths from one tokenizer and one seeded random stream.
+
+    The vocabulary pool is made once, so prompts of many different lengths cost about what prompts of one
+    length cost. Calls draw from the same stream in order: the same calls with the same seed give the same
+    texts. ``PromptFactory(tok, seed).prompts([n] * count, ...)`` is :func:`build_prompts`.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, seed: int = 0) -> None:
+        self._b = _Builder(tokenizer, np.random.default_rng(seed))
+
+    def prompts(
+        self, lengths: Sequence[int], shared_prefix_tokens: int = 0, api: str = "completions"
+    ) -> list[Prompt]:
+        """One prompt per entry of ``lengths``, each exactly that many tokens as the server counts it;
+        the first ``shared_prefix_tokens`` are common to all of them (module docstring)."""
+        if api not in ("completions", "chat"):
+            raise ValueError(f"api must be 'completions' or 'chat', got {api!r}")
+        if shared_prefix_tokens < 0:
+            raise ValueError("shared_prefix_tokens must not be negative")
+        if any(n < 1 for n in lengths):
+            raise ValueError(f"input_tokens must be positive, got {min(lengths)}")
+        if api == "chat":
+            return self._b.chat_prompts(lengths, shared_prefix_tokens)
+        return self._b.completion_prompts(lengths, shared_prefix_tokens)
+
+    def contents(self, lengths: Sequence[int]) -> list[str]:
+        """Texts of exactly ``lengths[i]`` tokens each, encoded without special tokens: the new message of
+        a later turn in a session (the server counts it inside the growing history)."""
+        if any(n < 1 for n in lengths):
+            raise ValueError(f"a message needs at least one token, got {min(lengths)}")
+        plain = self._b.plain
+        return [self._b.fit(lambda t: len(plain(t)), n, f"a message of {n} tokens", 0) for n in lengths]
+
+
+def served_tokens(tokenizer: Tokenizer, prompt: str | Messages, api: str) -> int:
+    """How many tokens the server counts for ``prompt``: completions encode the text with the special
+    tokens; chat renders the template (with the generation prompt) and encodes it without them. A text
+    sent to the chat API is one user message."""
     if api == "chat":
-        return b.chat_prompts(count, input_tokens, shared_prefix_tokens)
-    return b.completion_prompts(count, input_tokens, shared_prefix_tokens)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return len(tokenizer.encode(_render(tokenizer, messages), add_special_tokens=False))
+    if not isinstance(prompt, str):
+        raise ValueError("chat messages need api: chat")
+    return len(tokenizer.encode(prompt))
 
 
 class _Builder:
@@ -168,11 +208,11 @@ class _Builder:
                 ids = self.sample(1, stable=True)
         raise ValueError(f"{what}: could not reach exactly {target} tokens with this tokenizer")
 
-    def completion_prompts(self, count: int, input_tokens: int, prefix_tokens: int) -> list[Prompt]:
+    def completion_prompts(self, lengths: Sequence[int], prefix_tokens: int) -> list[Prompt]:
         encode = self.tok.encode
         prefix = ""
         prefix_ids: list[int] = []
-        if prefix_tokens >= input_tokens:
+        if lengths and prefix_tokens >= min(lengths):
             raise ValueError("shared_prefix_tokens must be smaller than input_tokens")
         if prefix_tokens > len(encode("")):  # (a BOS alone is shared anyway)
             prefix = self.fit(lambda t: len(encode(t)), prefix_tokens, "shared prefix")
@@ -192,10 +232,10 @@ class _Builder:
             return [i for i in last if i not in special]
 
         content = None if prefix else unprefixed_ids
-        what = f"a prompt of {input_tokens} tokens"
         base = full("")
         out = []
-        for _ in range(count):
+        for input_tokens in lengths:
+            what = f"a prompt of {input_tokens} tokens"
             text = self.fit(full, input_tokens, what, base, content)
             for _retry in range(_PREFIX_RETRIES):  # a merge at the seam would change the prefix's tokens
                 if last[: len(prefix_ids)] == prefix_ids:  # ``last`` encoded ``prefix + text``
@@ -213,12 +253,12 @@ class _Builder:
                 return sep
         return " "
 
-    def chat_prompts(self, count: int, input_tokens: int, prefix_tokens: int) -> list[Prompt]:
+    def chat_prompts(self, lengths: Sequence[int], prefix_tokens: int) -> list[Prompt]:
         tok = self.tok
         if getattr(tok, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template; use api='completions'")
         system: Messages = []
-        if prefix_tokens >= input_tokens:
+        if lengths and prefix_tokens >= min(lengths):
             raise ValueError("shared_prefix_tokens must be smaller than input_tokens")
         if prefix_tokens:
             sys_text = self.fit(lambda t: len(self.plain(t)), prefix_tokens, "system prompt")
@@ -229,10 +269,10 @@ class _Builder:
                 tok.encode(_render(tok, [*system, {"role": "user", "content": t}]), add_special_tokens=False)
             )
 
-        what = f"a chat prompt of {input_tokens} tokens"
         base = rendered("")
         out = []
-        for _ in range(count):
+        for input_tokens in lengths:
+            what = f"a chat prompt of {input_tokens} tokens"
             text = self.fit(rendered, input_tokens, what, base)
             messages = [*system, {"role": "user", "content": text}]
             out.append(Prompt(text=None, messages=messages, n_tokens=input_tokens))

@@ -28,6 +28,9 @@ class RequestRecord:
     expected_output_tokens: int | None = None
     error: str | None = None
     warmup: bool = False
+    #: which conversation of the run (0, 1, ... in the order they started) and which of its turns (0 first)
+    conversation: int = 0
+    turn: int = 0
 
     @property
     def ok(self) -> bool:

@@ -1,56 +1,68 @@
 """Run a load plan against a server: warm-up, then a request count or a duration; returns raw records.
 
-Contract of :func:`offer_load`:
+Traffic is a sequence of :class:`~tuner.load.conversation.Conversation`; a one-turn conversation is one
+request. Contract of :func:`offer_load`:
 
-* request ``k`` (warm-up requests first, then measured ones) uses ``prompts[k % len(prompts)]``: pass at
-  least ``warmup_requests + requests`` prompts so no prompt is sent twice (a repeat would hit the prefix
-  cache);
-* warm-up requests run first, at the plan's concurrency (or 1), are awaited, and come back with
-  ``warmup=True`` (metrics ignore them);
-* closed loop (``concurrency`` only): that many requests are in flight until the count is reached or the
-  duration has passed. Open loop (``request_rate``): Poisson arrivals (seeded by ``plan.seed``); with
-  ``concurrency`` too, at most that many are in flight and a late request is sent when a slot frees;
+* conversation ``j`` (warm-up ones first, then measured ones, in the order they start) is
+  ``conversations[j % len(conversations)]``: pass enough conversations that none is sent twice (a repeat
+  would hit the prefix cache). Its records carry ``conversation=j`` and ``turn`` (0 for the first);
+  :func:`conversations_used` says how many a run started;
+* a phase of ``n`` requests counts requests (turns): a conversation starts only while fewer than ``n``
+  are reserved, and reserves its turns (the last one may be cut to fit), so exactly ``n`` are sent unless
+  the duration, a stop or a failure ends it first;
+* a conversation's later turn is sent once the previous turn's reply is complete and its ``think_s`` has
+  passed, carrying the history (:mod:`tuner.load.session`: the server's own replies, collected only for a
+  turn that has a later one); a failed turn ends its conversation;
+* warm-up requests run first, at the plan's concurrency (or 1), with no think time, are awaited, and
+  come back with ``warmup=True`` (metrics ignore them);
+* closed loop (``concurrency`` only): that many conversations are in flight (a thinking user holds its
+  slot) until the count is reached or the duration has passed. Open loop (``arrivals``): conversations
+  start as the arrival process says (:mod:`tuner.load.arrivals`, seeded by ``plan.seed``; a trace replays
+  the conversations' ``at_s``); with ``concurrency`` too, at most that many conversations are in flight and
+  a late one starts when a slot frees;
 * with ``duration_s`` no request is *sent* after the duration; in-flight ones are awaited. With both
   ``requests`` and ``duration_s`` whichever ends first ends the phase;
 * records come back in the order requests were issued, warm-up first. A failed request is a record with
   ``error`` set; nothing here raises for one;
 * ``stop`` set: in-flight requests are cancelled and the records so far are returned, the cancelled ones
   with ``error == "cancelled"``. Cancelling ``offer_load`` itself cancels every request and propagates;
-* pacing and durations use the event loop's clock; ``clock`` only stamps records;
+* pacing, think times and durations use the event loop's clock; ``clock`` only stamps records;
 * ``watch`` given: every ``watch_interval_s`` of the measured phase ``watch.settled(records, clock())`` is
   asked whether the phase's outcome is settled (:class:`tuner.measure.watch.StepWatch`); once it answers,
   the run stops as with ``stop`` (in-flight requests cancelled, their records ``cancelled``);
 * ``observer.request_done(record, done, total)`` is called as each request finishes, warm-up ones
-  included (``record.warmup`` tells); ``done``/``total`` count within the phase (``total`` is ``None`` for
-  a duration). An exception from the observer stops the run and propagates.
+  included (``record.warmup`` tells); ``done``/``total`` count requests within the phase (``total`` is
+  ``None`` for a duration). An exception from the observer stops the run and propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 import numpy as np
 
-from tuner.load.arrivals import poisson_offsets
+from tuner.load.arrivals import Arrivals
 from tuner.load.client import Target, send_request
+from tuner.load.conversation import Conversation
 from tuner.load.prompts import Prompt
 from tuner.load.records import CANCELLED, RequestRecord
+from tuner.load.session import History
 
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """What load to offer. Give ``concurrency`` and/or ``request_rate``, and ``requests`` and/or
-    ``duration_s``; ``ValueError`` otherwise."""
+    """What load to offer. Give ``concurrency`` and/or ``arrivals``, and ``requests`` and/or
+    ``duration_s``; ``ValueError`` otherwise. Output lengths come with each turn."""
 
-    output_tokens: int
     concurrency: int | None = None
-    request_rate: float | None = None
+    arrivals: Arrivals | None = None
     requests: int | None = None
     duration_s: float | None = None
     warmup_requests: int = 0
@@ -58,14 +70,10 @@ class LoadPlan:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.output_tokens < 1:
-            raise ValueError("output_tokens must be at least 1")
-        if self.concurrency is None and self.request_rate is None:
-            raise ValueError("give concurrency, request_rate or both")
+        if self.concurrency is None and self.arrivals is None:
+            raise ValueError("give concurrency, arrivals or both")
         if self.concurrency is not None and self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if self.request_rate is not None and not self.request_rate > 0:
-            raise ValueError("request_rate must be positive")
         if self.requests is None and self.duration_s is None:
             raise ValueError("give requests, duration_s or both")
         if self.requests is not None and self.requests < 0:
@@ -76,6 +84,11 @@ class LoadPlan:
             raise ValueError("warmup_requests must not be negative")
         if not self.request_timeout_s > 0:
             raise ValueError("request_timeout_s must be positive")
+
+
+def conversations_used(records: Sequence[RequestRecord]) -> int:
+    """How many conversations a run of :func:`offer_load` started (from its records)."""
+    return max((r.conversation for r in records), default=-1) + 1
 
 
 class Watch(Protocol):
@@ -101,7 +114,7 @@ def new_session() -> aiohttp.ClientSession:
 
 async def offer_load(
     target: Target,
-    prompts: Sequence[Prompt],
+    conversations: Sequence[Conversation],
     plan: LoadPlan,
     *,
     clock: Callable[[], float] = time.perf_counter,
@@ -115,11 +128,11 @@ async def offer_load(
 
     The runner opens (and closes) its own session only when none is passed.
     """
-    if not prompts:
-        raise ValueError("no prompts to send")
+    if not conversations:
+        raise ValueError("no conversations to send")
     own = session is None
     sess = new_session() if session is None else session
-    run = _Run(target, prompts, plan, clock, sess, observer)
+    run = _Run(target, conversations, plan, clock, sess, observer)
     watcher: asyncio.Task[None] | None = None
     if watch is not None:
         stop = stop or asyncio.Event()
@@ -169,20 +182,37 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event | 
         main.result()  # re-raise what the run raised (an observer's bug, say)
 
 
+class _Budget:
+    """How many requests a phase may still reserve (``None``: no count, a duration ends it)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, n: int | None) -> None:
+        self.left = n
+
+    def reserve(self, turns: int) -> int:
+        """Reserve up to ``turns`` requests; returns how many (0 once the count is spent)."""
+        if self.left is None:
+            return turns
+        k = min(turns, self.left)
+        self.left -= k
+        return k
+
+
 class _Run:
     """The state of one :func:`offer_load`: issued records and the ones still in flight."""
 
     def __init__(
         self,
         target: Target,
-        prompts: Sequence[Prompt],
+        conversations: Sequence[Conversation],
         plan: LoadPlan,
         clock: Callable[[], float],
         session: aiohttp.ClientSession,
         observer: LoadObserver | None,
     ) -> None:
         self.target = target
-        self.prompts = prompts
+        self.conversations = conversations
         self.plan = plan
         self.clock = clock
         self.session = session
@@ -191,66 +221,87 @@ class _Run:
         self.in_flight: set[int] = set()  # indices into ``records``
         self.done = 0
         self.total: int | None = None
+        self.started = 0  # conversations started so far
 
     async def all(self) -> None:
         p = self.plan
         if p.warmup_requests:
             await self.phase(p.warmup_requests, p.concurrency or 1, None, None, warmup=True)
         if p.requests != 0:
-            await self.phase(p.requests, p.concurrency, p.request_rate, p.duration_s, warmup=False)
+            await self.phase(p.requests, p.concurrency, p.arrivals, p.duration_s, warmup=False)
 
     async def phase(
         self,
         n: int | None,
         concurrency: int | None,
-        rate: float | None,
+        arrivals: Arrivals | None,
         duration: float | None,
         *,
         warmup: bool,
     ) -> None:
         self.done, self.total = 0, n
         deadline = None if duration is None else asyncio.get_running_loop().time() + duration
-        if rate is None:
+        budget = _Budget(n)
+        if arrivals is None:
             assert concurrency is not None
-            await self.closed_loop(n, concurrency, deadline, warmup)
+            await self.closed_loop(budget, concurrency, deadline, warmup)
         else:
-            await self.open_loop(n, rate, concurrency, deadline, warmup)
+            await self.open_loop(budget, arrivals, concurrency, deadline, warmup)
+
+    def take(self, budget: _Budget) -> tuple[int, Conversation, int] | None:
+        """The next conversation, its index and how many of its turns to send; None once the count is spent."""
+        if budget.left == 0:
+            return None
+        j = self.started
+        conv = self.conversations[j % len(self.conversations)]
+        self.started += 1
+        return j, conv, budget.reserve(len(conv.turns))
 
     async def closed_loop(
-        self, n: int | None, concurrency: int, deadline: float | None, warmup: bool
+        self, budget: _Budget, concurrency: int, deadline: float | None, warmup: bool
     ) -> None:
         loop = asyncio.get_running_loop()
-        issued = 0
 
         async def worker() -> None:
-            nonlocal issued
-            while (n is None or issued < n) and (deadline is None or loop.time() < deadline):
-                issued += 1
-                await self.one(warmup)
+            while deadline is None or loop.time() < deadline:
+                job = self.take(budget)
+                if job is None:
+                    return
+                await self.converse(*job, deadline, warmup)
 
-        workers = concurrency if n is None else min(concurrency, n)
+        workers = concurrency if budget.left is None else min(concurrency, budget.left)
         async with asyncio.TaskGroup() as tg:
             for _ in range(workers):
                 tg.create_task(worker())
 
+    def _upcoming_at(self) -> Iterator[float | None]:
+        """The ``at_s`` of the conversations in the order this run will start them."""
+        n, first = len(self.conversations), self.started
+        return (self.conversations[(first + i) % n].at_s for i in itertools.count())
+
     async def open_loop(
-        self, n: int | None, rate: float, concurrency: int | None, deadline: float | None, warmup: bool
+        self,
+        budget: _Budget,
+        arrivals: Arrivals,
+        concurrency: int | None,
+        deadline: float | None,
+        warmup: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(concurrency) if concurrency else None
-        offsets = poisson_offsets(rate, np.random.default_rng(self.plan.seed))
+        offsets = arrivals.offsets(np.random.default_rng(self.plan.seed), self._upcoming_at())
         start = loop.time()
 
-        async def send() -> None:
+        async def send(job: tuple[int, Conversation, int]) -> None:
             try:
-                await self.one(warmup)
+                await self.converse(*job, deadline, warmup)
             finally:
                 if slots is not None:
                     slots.release()
 
         async with asyncio.TaskGroup() as tg:
-            for i, offset in enumerate(offsets):
-                if n is not None and i >= n:
+            for offset in offsets:
+                if budget.left == 0:
                     break
                 when = start + offset
                 if deadline is not None and when >= deadline:
@@ -262,28 +313,56 @@ class _Run:
                     if deadline is not None and loop.time() >= deadline:
                         slots.release()
                         break
-                tg.create_task(send())
+                job = self.take(budget)
+                assert job is not None
+                tg.create_task(send(job))
 
-    async def one(self, warmup: bool) -> None:
+    async def converse(
+        self, j: int, conv: Conversation, turns: int, deadline: float | None, warmup: bool
+    ) -> None:
+        """Send the first ``turns`` turns of conversation ``j`` in order (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        history = History(self.target.api) if turns > 1 else None
+        for t in range(turns):
+            turn = conv.turns[t]
+            if t:
+                if turn.think_s > 0 and not warmup:
+                    await asyncio.sleep(turn.think_s)
+                if deadline is not None and loop.time() >= deadline:
+                    return
+            prompt = history.prompt(turn.prompt) if history is not None else turn.prompt
+            reply: list[str] | None = [] if t + 1 < turns else None
+            rec = await self.one(prompt, turn.output_tokens, j, t, warmup, reply)
+            if not rec.ok:
+                return
+            if history is not None and reply is not None:
+                history.answered(prompt, "".join(reply), rec.output_tokens or turn.output_tokens)
+
+    async def one(
+        self, prompt: Prompt, max_tokens: int, conv: int, turn: int, warmup: bool, reply: list[str] | None
+    ) -> RequestRecord:
         k = len(self.records)
-        rec = RequestRecord(send_time=math.nan, warmup=warmup)  # send_request stamps it before any await
+        rec = RequestRecord(  # send_request stamps send_time before any await
+            send_time=math.nan, warmup=warmup, expected_output_tokens=max_tokens, conversation=conv, turn=turn
+        )
         self.records.append(rec)
         self.in_flight.add(k)
-        prompt = self.prompts[k % len(self.prompts)]
         await send_request(
             self.session,
             self.target,
             prompt,
-            self.plan.output_tokens,
+            max_tokens,
             clock=self.clock,
             timeout_s=self.plan.request_timeout_s,
             warmup=warmup,
             record=rec,
+            reply=reply,
         )
         self.in_flight.discard(k)
         self.done += 1
         if self.observer is not None:
             self.observer.request_done(rec, self.done, self.total)
+        return rec
 
     def mark_cancelled(self) -> None:
         for k in self.in_flight:

@@ -10,6 +10,11 @@ Definitions (the same as ``vllm bench serve`` uses, so figures compare):
 * **E2E** — end minus send, per completed request.
 * **goodput** — completed requests whose own TTFT, TPOT and E2E meet the SLO, per second (a per-request
   view; the study's constraints use the percentiles).
+* **input tokens** — percentiles of what was sent, as the server counted it (``usage.prompt_tokens``), per
+  completed request.
+* **per turn** — when the traffic has sessions (a record with ``turn > 0``): TTFT and ITL of completed
+  requests by turn index (``"1"``, ``"2"``, ...) and of every later turn together (``"later"``), with
+  their counts: what a user feels on a conversation's first message against its follow-ups.
 
 Latencies are reported in milliseconds; percentiles are numpy's linear interpolation.
 """
@@ -77,6 +82,10 @@ class Summary:
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: why the step was cut short once its verdict was settled (:mod:`tuner.measure.watch`), else None
     pruned: str | None = None
+    #: prompt tokens per completed request, as the server counted them (a :class:`Distribution` of counts)
+    input_tokens: Distribution = field(default_factory=Distribution)
+    #: sessions only: ``{"1": {"count", "ttft_ms", "itl_ms"}, "2": ..., "later": ...}`` (else empty)
+    turns: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def failed_fraction(self) -> float:
@@ -124,6 +133,10 @@ class Summary:
             d["slo_checks"] = {k: dict(v) for k, v in self.checks.items()}
         if self.pruned is not None:
             d["pruned"] = self.pruned
+        if self.input_tokens.count:
+            d["input_tokens"] = {**self.input_tokens.to_dict(), "count": self.input_tokens.count}
+        if self.turns:
+            d["turns"] = {k: dict(v) for k, v in self.turns.items()}
         return d
 
     @property
@@ -143,7 +156,11 @@ class Summary:
         def dist(x: Mapping[str, Any] | None) -> Distribution:
             x = x or {}
             return Distribution(
-                _nan(x.get("mean")), _nan(x.get("p50")), _nan(x.get("p90")), _nan(x.get("p99"))
+                _nan(x.get("mean")),
+                _nan(x.get("p50")),
+                _nan(x.get("p90")),
+                _nan(x.get("p99")),
+                int(x.get("count") or 0),
             )
 
         return cls(
@@ -165,6 +182,8 @@ class Summary:
             load=dict(d.get("load") or {}),
             checks={str(k): dict(v) for k, v in (d.get("slo_checks") or {}).items()},
             pruned=d.get("pruned"),
+            input_tokens=dist(d.get("input_tokens")),
+            turns={str(k): dict(v) for k, v in (d.get("turns") or {}).items()},
         )
 
 
@@ -205,10 +224,7 @@ def summarize(
         [(r.first_token_time - r.send_time) * 1e3 for r in done if r.first_token_time is not None]
     )
     e2e = np.array([(r.end_time - r.send_time) * 1e3 for r in done if r.end_time is not None])
-    itl_parts = [
-        np.diff(np.asarray(r.token_times, dtype=float)) * 1e3 for r in done if len(r.token_times) > 1
-    ]
-    itl = np.concatenate(itl_parts) if itl_parts else np.array([])
+    itl = _itl_ms(done)
     tpot_per_req = np.array([_tpot_ms(r) for r in done], dtype=float)
     tpot = tpot_per_req[~np.isnan(tpot_per_req)]
 
@@ -245,7 +261,35 @@ def summarize(
         load=dict(load or {}),
         checks=checks,
         pruned=pruned,
+        input_tokens=Distribution.of([r.prompt_tokens for r in done if r.prompt_tokens is not None]),
+        turns=_by_turn(done),
     )
+
+
+def _itl_ms(done: Sequence[RequestRecord]) -> np.ndarray:
+    """Every gap between consecutive output chunks of ``done``, pooled, in ms."""
+    parts = [np.diff(np.asarray(r.token_times, dtype=float)) * 1e3 for r in done if len(r.token_times) > 1]
+    return np.concatenate(parts) if parts else np.array([])
+
+
+def _by_turn(done: Sequence[RequestRecord]) -> dict[str, dict[str, Any]]:
+    """TTFT and ITL by turn index (1-based) and for every later turn together; empty without sessions."""
+    if not any(r.turn for r in done):
+        return {}
+    groups: dict[str, list[RequestRecord]] = {}
+    for r in sorted(done, key=lambda r: r.turn):
+        groups.setdefault(str(r.turn + 1), []).append(r)
+    groups["later"] = [r for r in done if r.turn]
+    return {
+        k: {
+            "count": len(rs),
+            "ttft_ms": Distribution.of(
+                [(r.first_token_time - r.send_time) * 1e3 for r in rs if r.first_token_time is not None]
+            ).to_dict(),
+            "itl_ms": Distribution.of(_itl_ms(rs)).to_dict(),
+        }
+        for k, rs in groups.items()
+    }
 
 
 def _checks(slo: Mapping[str, float], samples: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:

@@ -4,7 +4,8 @@
 ``startup_timeout``, ``crashed``, ``load_errors``, ``infeasible`` for a rule refused before launch,
 ``interrupted`` when the user stopped it). ``summary`` is the scored measurement: in fixed mode the one load
 run, in capacity mode the highest-throughput step that met the SLO (else the first step); ``steps`` holds
-every capacity step in order (one element in fixed mode).
+every capacity step in order (one element in fixed mode); ``traffic`` says what was sent, beside what was
+measured.
 
 :func:`tuner.measure.trial.run_trial` builds one at the end of a trial, in one place, with its secrets
 already masked; nothing downstream needs to change it.
@@ -47,6 +48,8 @@ class TrialResult:
     #: (:meth:`tuner.measure.capacity.Bracket.to_dict`), ``load_s`` (seconds of measured load), ``pruned``
     #: (steps cut short once their verdict was settled)
     capacity: dict[str, Any] = field(default_factory=dict)
+    #: what was sent: :meth:`tuner.load.traffic.Traffic.summary` (count, lengths, sessions, arrivals, digest)
+    traffic: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -71,7 +74,7 @@ class TrialResult:
             v = getattr(self, k)
             if v is not None:
                 d[k] = v
-        for k in ("flags", "env", "gpu", "server_metrics", "memory_check", "capacity"):
+        for k in ("flags", "env", "gpu", "server_metrics", "memory_check", "capacity", "traffic"):
             v = getattr(self, k)
             if v:
                 d[k] = v
@@ -100,4 +103,5 @@ class TrialResult:
             bottleneck=d.get("bottleneck") or "",
             memory_check=dict(d.get("memory_check") or {}),
             capacity=dict(d.get("capacity") or {}),
+            traffic=dict(d.get("traffic") or {}),
         )

@@ -39,17 +39,20 @@ from typing import Any, TypeVar
 import aiohttp
 
 from tuner.config.argv import build_plan, trial_flags
+from tuner.config.paths import study_dir
 from tuner.config.redact import Redactor, redact_file, spec_redactor
 from tuner.config.space import prelaunch_violation
 from tuner.config.spec import FlagValue, StudySpec
-from tuner.errors import ServerCrashed, TrialFailure
+from tuner.errors import ServerCrashed, TrialFailure, UsageError
 from tuner.load.client import Target
-from tuner.load.prompts import Prompt, Tokenizer, build_prompts, load_tokenizer
-from tuner.load.runner import LoadPlan, offer_load
+from tuner.load.conversation import Conversation
+from tuner.load.prompts import Tokenizer, load_tokenizer
+from tuner.load.runner import LoadPlan, conversations_used, offer_load
+from tuner.load.traffic import Traffic, build_traffic
 from tuner.measure import capacity
 from tuner.measure.metrics import Summary
 from tuner.measure.result import TrialResult
-from tuner.measure.steps import measure_steps, prompts_needed
+from tuner.measure.steps import conversations_needed, mean_turns, measure_steps
 from tuner.measure.telemetry.serverside import MetricsPoller, agreement, scrape_text
 from tuner.progress import NullReporter, Reporter
 from tuner.server.env import auth_headers
@@ -81,7 +84,7 @@ def run_trial(
         target = _target(spec, model, url.rstrip("/"), flags)
         outcome = _Outcome(
             env=_environment(),
-            measured=_measure(spec, target, model, rep, lambda: True, best_so_far=best_so_far),
+            measured=_measure(spec, target, model, rep, lambda: True, flags, best_so_far),
         )
     else:
         log_path = log_dir / f"{trial_name}.server.log"
@@ -119,6 +122,7 @@ class _Measured:
     bottleneck: str
     failure: _Failure | None  # load_errors when every step failed too many requests
     capacity: Mapping[str, Any] = field(default_factory=dict)  # levels, stop, bracket, load_s, pruned
+    traffic: Mapping[str, Any] = field(default_factory=dict)  # what was sent: Traffic.summary()
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ class _Outcome:
             bottleneck=m.bottleneck if m else "",
             memory_check=dict(self.memory_check),
             capacity=dict(m.capacity) if m else {},
+            traffic=dict(m.traffic) if m else {},
         )
 
 
@@ -205,9 +210,7 @@ def _launch(
             launch = dataclasses.replace(launch, argv=server.argv, startup_s=server.startup_s)
             target = _target(spec, model, server.url, flags)
             try:
-                measured = _measure(
-                    spec, target, model, rep, server.alive, flags.get("max-num-seqs"), best_so_far
-                )
+                measured = _measure(spec, target, model, rep, server.alive, flags, best_so_far)
             finally:
                 rep.phase("stopping")
             try:
@@ -235,22 +238,20 @@ def _measure(
     model: str,
     rep: Reporter,
     alive: Callable[[], bool],
-    max_num_seqs: object = None,
+    flags: Mapping[str, Any],
     best_so_far: float | None = None,
 ) -> _Measured:
     """Run the workload against ``target``: the steps, the scored one, its telemetry and the load's verdict."""
     w = spec.workload
     slo = spec.slo.limits()
-    prompts = list(
-        _prompts(
-            w.tokenizer or model, prompts_needed(spec), w.input_tokens, w.shared_prefix_tokens, w.seed, w.api
-        )
-    )
+    traffic = _traffic(spec, w.tokenizer or model, _max_model_len(flags))
+    if not traffic.conversations:
+        raise UsageError(f"workload: all {traffic.dropped} requests were dropped (longer than max-model-len)")
     from tuner.measure.telemetry.nvml import GpuSampler
 
     visible = spec.server.env.get("CUDA_VISIBLE_DEVICES")
     with GpuSampler(visible_devices=visible, on_unavailable=rep.message) as gpu:
-        run = _run_async(_drive(spec, target, prompts, rep, alive, best_so_far))
+        run = _run_async(_drive(spec, target, traffic.conversations, rep, alive, best_so_far))
     steps = run.steps
     capacity_mode = run.ladder is not None
     idx = run.ladder.scored if run.ladder is not None else 0
@@ -262,7 +263,8 @@ def _measure(
 
         view = run.poller.view(start, end)
         server_metrics["view"] = view.to_dict()
-        seqs = max_num_seqs if isinstance(max_num_seqs, int) else None
+        seqs = flags.get("max-num-seqs")
+        seqs = seqs if isinstance(seqs, int) else None
         verdict = bottleneck(view, steps[idx].to_dict(), slo, max_num_seqs=seqs)
     return _Measured(
         steps=tuple(steps),
@@ -273,6 +275,7 @@ def _measure(
         bottleneck=verdict,
         failure=_load_errors(steps, w.max_failed_fraction),
         capacity=_capacity_info(run.ladder, run.windows),
+        traffic=traffic.summary(),
     )
 
 
@@ -308,13 +311,35 @@ def _tokenizer(name: str) -> Tokenizer:
     return load_tokenizer(name)
 
 
-@functools.lru_cache(maxsize=8)
-def _prompts(
-    name: str, count: int, input_tokens: int, shared: int, seed: int, api: str
-) -> tuple[Prompt, ...]:
-    return tuple(
-        build_prompts(_tokenizer(name), count, input_tokens, shared_prefix_tokens=shared, seed=seed, api=api)
-    )
+#: traffic built in this process, by what decides it (a study's trials share one; see :func:`_traffic`)
+_TRAFFIC: dict[tuple[str, str, int, int | None, str], Traffic] = {}
+_TRAFFIC_KEPT = 4
+
+
+def _traffic(spec: StudySpec, tokenizer: str, max_model_len: int | None) -> Traffic:
+    """The trial's traffic (:func:`tuner.load.traffic.build_traffic`), built once per workload, tokenizer
+    and ``max-model-len``; dataset paths resolved beside the study file."""
+    w = spec.workload
+    base_dir = study_dir(spec)
+    count = conversations_needed(spec, mean_turns(w, base_dir))
+    key = (w.model_dump_json(by_alias=True), tokenizer, count, max_model_len, str(base_dir))
+    if key not in _TRAFFIC:
+        while len(_TRAFFIC) >= _TRAFFIC_KEPT:
+            del _TRAFFIC[next(iter(_TRAFFIC))]
+        _TRAFFIC[key] = build_traffic(
+            w, _tokenizer(tokenizer), count, api=w.api, max_model_len=max_model_len, base_dir=base_dir
+        )
+    return _TRAFFIC[key]
+
+
+def _max_model_len(flags: Mapping[str, Any]) -> int | None:
+    """``max-model-len`` of the effective flags (``server.args`` and the trial's), when it is a number."""
+    v = flags.get("max-model-len")
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    return int(v) if isinstance(v, str) and v.isdigit() else None
 
 
 def _run_async(coro: Coroutine[Any, Any, _R]) -> _R:
@@ -341,7 +366,7 @@ class _Run:
 async def _drive(
     spec: StudySpec,
     target: Target,
-    prompts: list[Prompt],
+    conversations: Sequence[Conversation],
     rep: Reporter,
     alive: Callable[[], bool],
     best_so_far: float | None,
@@ -353,7 +378,6 @@ async def _drive(
     # the session's headers (the API key) go with the load, the /metrics scrapes and the poller alike
     async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=target.headers) as session:
         warm = LoadPlan(
-            output_tokens=w.output_tokens,
             concurrency=max(1, w.warmup_requests),  # all at once: a burst that exercises batch shapes
             requests=w.warmup_requests,
             request_timeout_s=w.request_timeout_s,
@@ -361,13 +385,14 @@ async def _drive(
         )
         if w.warmup_requests:
             rep.phase("warm-up", f"{w.warmup_requests} requests")
-            await offer_load(target, prompts, warm, session=session)
-        prompts = prompts[w.warmup_requests :] + prompts[: w.warmup_requests]  # measured: fresh prompts first
+            used = conversations_used(await offer_load(target, conversations, warm, session=session))
+            used %= len(conversations)
+            conversations = [*conversations[used:], *conversations[:used]]  # measured: fresh ones first
         before = await scrape_text(session, target.base_url)
         poller = MetricsPoller(session, target.base_url) if before is not None else None
         async with poller if poller is not None else contextlib.nullcontext():
             steps, windows, ladder = await measure_steps(
-                spec, target, prompts, rep, alive, session, best_so_far
+                spec, target, conversations, rep, alive, session, best_so_far
             )
         after = await scrape_text(session, target.base_url)
     return _Run(steps, windows, ladder, before, after, poller)

@@ -10,9 +10,10 @@ turn out to be (:func:`tuner.measure.quantile.settled_broken`), so measuring on 
 * ``itl_pNN``: a finished gap between two streamed chunks over the limit, or the gap a request in flight
   is in now, once it is longer than the limit.
 
-The planned sample count is the step's request count (for ITL: requests x (output tokens - 1), an upper
-bound of the gaps, which only makes the rule slower to fire). TPOT limits and percentile-less limits are
-never pruned on. :class:`StepWatch` keeps per-request progress so a check costs time proportional to what
+The planned sample count is the step's request count; for ITL an upper bound of the gaps: each issued
+request's own ``expected_output_tokens - 1``, plus ``max_output_tokens - 1`` for each request not issued
+yet (an upper bound only makes the rule slower to fire, and it tightens as requests are issued). TPOT
+limits and percentile-less limits are never pruned on. :class:`StepWatch` keeps per-request progress so a check costs time proportional to what
 arrived since the last one.
 """
 
@@ -43,7 +44,7 @@ class StepWatch:
 
     slo: Mapping[str, float]  # limits in ms, by metric name
     planned_requests: int
-    output_tokens: int
+    max_output_tokens: int  # the most output tokens a request of the step can ask for
     reason: str | None = None
     _limits: list[_Limit] = field(default_factory=list)
     _gaps_seen: dict[int, int] = field(default_factory=dict)  # record index -> token times checked
@@ -54,8 +55,7 @@ class StepWatch:
             kind, q = name.split("_")[0], quantile_of(name)
             if q is None or kind not in ("ttft", "e2e", "itl"):
                 continue
-            per_request = max(self.output_tokens - 1, 1) if kind == "itl" else 1
-            self._limits.append(_Limit(name, kind, q, limit / 1e3, self.planned_requests * per_request))
+            self._limits.append(_Limit(name, kind, q, limit / 1e3, self.planned_requests))
 
     @property
     def active(self) -> bool:
@@ -69,17 +69,29 @@ class StepWatch:
             return self.reason
         measured = [(i, r) for i, r in enumerate(records) if not r.warmup and r.error is None]
         for lim in self._limits:
+            planned = lim.planned
             if lim.kind == "itl":
                 over = self._count_long_gaps(measured, lim.limit_s, now)
+                planned = self._planned_gaps(records)
             else:
                 over = sum(_over(r, lim.kind, lim.limit_s, now) for _, r in measured)
-            if settled_broken(over, lim.planned, lim.q):
+            if settled_broken(over, planned, lim.q):
                 self.reason = (
-                    f"{lim.name} settled over {lim.limit_s * 1e3:g} ms: {over} of {lim.planned} "
+                    f"{lim.name} settled over {lim.limit_s * 1e3:g} ms: {over} of {planned} "
                     f"samples already exceed it"
                 )
                 return self.reason
         return None
+
+    def _planned_gaps(self, records: Sequence[RequestRecord]) -> int:
+        """An upper bound of the step's ITL samples: issued requests' own expected gaps, the rest at most."""
+        issued = [r for r in records if not r.warmup]
+        unknown = sum(1 for r in issued if r.expected_output_tokens is None)
+        known = sum(
+            max(r.expected_output_tokens - 1, 1) for r in issued if r.expected_output_tokens is not None
+        )
+        rest = max(self.planned_requests - len(issued), 0) + unknown
+        return known + rest * max(self.max_output_tokens - 1, 1)
 
     def _count_long_gaps(
         self, measured: Sequence[tuple[int, RequestRecord]], limit_s: float, now: float
@@ -96,6 +108,11 @@ class StepWatch:
             if r.end_time is None and times and now - times[-1] > limit_s:
                 open_long += 1
         return self._long_gaps + open_long
+
+
+def settled_metric(reason: str) -> str:
+    """The SLO metric (e.g. ``ttft_p99``) a :attr:`StepWatch.reason` names: the limit the step broke."""
+    return reason.split(" ", 1)[0]
 
 
 def _over(r: RequestRecord, kind: str, limit_s: float, now: float) -> bool:

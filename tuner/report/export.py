@@ -3,10 +3,14 @@
 * :func:`serve_args` — ``(model, flags)`` of a trial: the model comes from the stored argv (so a checkpoint
   choice's swapped model is kept), the flags from the stored effective flags (fixed ``server.args`` + the
   trial's params); tuner's own ``--host``/``--port`` are never part of it.
-* :func:`to_command` — ``vllm serve MODEL --flag value ...``, each word shell-quoted (same flag rules as
-  :func:`tuner.config.argv.flag_args`: ``True`` -> ``--flag``, ``False`` -> ``--no-flag``, None/"none" left out).
+* :func:`to_command` — ``[env VAR=value ...] vllm serve MODEL --flag value ...``, each word shell-quoted
+  (same flag rules as :func:`tuner.config.argv.flag_args`: ``True`` -> ``--flag``, ``False`` -> ``--no-flag``,
+  None/"none" left out).
 * :func:`to_yaml` — a file for ``vllm serve --config FILE``: flag names as keys, the model under ``model:``
-  (vLLM maps ``false`` to ``--no-flag`` itself); None/"none" left out.
+  (vLLM maps ``false`` to ``--no-flag`` itself); None/"none" left out; the server's environment as comment
+  lines above it (the config file cannot set it; :func:`env_file` writes its companion).
+* :func:`server_env` — the study's ``server.env`` split into what may be written and the names of secrets
+  (:func:`tuner.config.redact.is_secret_env`), which never are.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import yaml
 from optuna.trial import FrozenTrial
 
 from tuner.config.argv import flag_args, format_value, shell_command
+from tuner.config.redact import is_secret_env
 from tuner.errors import TunerError
 from tuner.search.record import read
 
@@ -73,17 +78,34 @@ def _kept(flags: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def to_command(model: str, flags: Mapping[str, Any]) -> str:
-    """``vllm serve MODEL --flag value ...`` (shell-quoted, flags in sorted order)."""
-    return shell_command(["vllm", "serve", model, *flag_args(_kept(flags))])
+def server_env(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``(env without secrets, the secret names left out)``, each in sorted order."""
+    kept = {k: str(env[k]) for k in sorted(env) if not is_secret_env(k)}
+    return kept, sorted(k for k in env if is_secret_env(k))
 
 
-def to_yaml(model: str, flags: Mapping[str, Any]) -> str:
-    """A ``vllm serve --config`` file: ``model:`` first, then the flags in sorted order."""
+def to_command(model: str, flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> str:
+    """``[env VAR=value ...] vllm serve MODEL --flag value ...`` (shell-quoted, flags in sorted order)."""
+    prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+    return shell_command([*prefix, "vllm", "serve", model, *flag_args(_kept(flags))])
+
+
+def env_file(env: Mapping[str, str]) -> str:
+    """``VAR=value`` lines (values shell-quoted where they need it)."""
+    return "".join(f"{shell_command([f'{k}={v}'])}\n" for k, v in env.items())
+
+
+def to_yaml(model: str, flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> str:
+    """A ``vllm serve --config`` file: ``model:`` first, then the flags in sorted order; ``env`` as comment
+    lines above (``# env: VAR=value``)."""
+    head = ""
+    if env:
+        head = "# the server's environment (vllm serve --config does not set it):\n"
+        head += "".join(f"# env: {line}\n" for line in env_file(env).splitlines())
     data: dict[str, Any] = {"model": model}
     kept = _kept(flags)
     for k in sorted(kept):
         v = kept[k]
         data[k] = float(format_value(v)) if isinstance(v, float) else v
     text: str = yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
-    return text
+    return head + text

@@ -9,11 +9,16 @@ A row (:func:`pareto_rows`, the JSON of ``tuner pareto --format json``)::
     {"trial": 7, "params": {...}, "values": {"output_throughput": 812.0, "ttft_p99": 640.0},
      "metrics": {... Summary.to_dict() ...}, "vs_baseline": {"output_throughput": 23.5, ...},
      "is_baseline": false, "flags": {...}, "steps": [...],        # steps: capacity mode only
-     "spread": {"trial": 7, "n": 3, "mean": 805.0, "low": 790.0, "high": 812.0}}  # with its repeats
+     "spread": {"trial": 7, "n": 3, "mean": 805.0, "low": 790.0, "high": 812.0},  # with its repeats
+     "load": {"concurrency": 40, "requests": 299},                # the scored step's load ({}: not stored)
+     "slo": {"ttft_p99": {"value": 640.0, "limit": 1000.0, "within": true}}, "meets_slo": true,
+     "on_front": true}
 
 ``params`` are the values the trial ran with (for the baseline: the flags it pins, usually none);
 ``vs_baseline`` is the percent change of each objective against the baseline trial (None without a measured
-baseline).
+baseline); ``slo``: each SLO limit of the stored spec with the scored figure and its verdict. The report
+(:func:`report_rows`) is the front and, when it is not on it, the measured baseline after it
+(``on_front`` false).
 
 The step-level front (:func:`step_rows`) is :mod:`tuner.report.envelope`'s, over every measured step of every
 COMPLETE trial (:func:`step_view`).
@@ -30,8 +35,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError, UsageError
 from tuner.measure.metrics import Summary
-from tuner.report.envelope import StepView, build, step_row
+from tuner.measure.slo import within
+from tuner.report.envelope import StepView, build, slo_limits, step_row
 from tuner.report.fmt import fmt_num
+from tuner.report.names import CAPACITY, label, score_label, unit
 from tuner.report.noise import spreads
 from tuner.search.confirm import front_of_originals
 from tuner.search.record import StoredResult, read, read_study
@@ -48,20 +55,15 @@ def metric_names(study: optuna.Study) -> list[str]:
     return [f"value_{i}" for i in range(len(study.directions))]
 
 
-def unit(metric: str) -> str:
-    """``tok/s`` for throughputs, ``ms`` for latencies."""
-    if metric == "request_throughput":
-        return "req/s"
-    if metric.endswith("throughput") or metric == "goodput":
-        return "tok/s"
-    return "ms" if metric[:3] in ("ttf", "itl", "tpo", "e2e") else ""
-
-
-def format_values(names: Sequence[str], values: Sequence[float] | None) -> str:
-    """``output_throughput 812 tok/s, ttft_p99 640 ms``."""
+def format_values(names: Sequence[str], values: Sequence[float] | None, *, capacity: bool = False) -> str:
+    """``output throughput 812 tok/s, TTFT p99 640 ms`` (``capacity``: the throughput called
+    :data:`tuner.report.names.CAPACITY`)."""
     if not values:
         return "-"
-    return ", ".join(f"{n} {fmt_num(v)} {unit(n)}".rstrip() for n, v in zip(names, values, strict=False))
+    return ", ".join(
+        f"{score_label(n, capacity)} {fmt_num(v)} {unit(n)}".rstrip()
+        for n, v in zip(names, values, strict=False)
+    )
 
 
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -91,11 +93,17 @@ def change_vs(values: Sequence[float], base: Sequence[float] | None) -> list[flo
     ]
 
 
-def row(trial: FrozenTrial, names: Sequence[str], base: FrozenTrial | None) -> dict[str, Any]:
-    """One trial as a report row (see the module docstring)."""
+def row(
+    trial: FrozenTrial,
+    names: Sequence[str],
+    base: FrozenTrial | None,
+    slo: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """One trial as a report row (see the module docstring); ``slo``: metric -> limit."""
     rec = read(trial)
     result = rec.result or StoredResult()
     values = list(trial.values or [])
+    checks = slo_checks(result.metrics or {}, slo or {})
     out: dict[str, Any] = {
         "trial": trial.number,
         "params": dict(rec.run_params),
@@ -106,13 +114,32 @@ def row(trial: FrozenTrial, names: Sequence[str], base: FrozenTrial | None) -> d
         ),
         "is_baseline": rec.is_baseline,
         "flags": dict(result.flags),
+        "load": dict((result.metrics or {}).get("load") or {}),
+        "slo": checks,
+        "meets_slo": rec.feasible if rec.feasible is not None else all(c["within"] for c in checks.values()),
+        "on_front": True,
     }
     if result.steps:
-        out["steps"] = [_step_point(s, names) for s in result.steps]
+        out["steps"] = [_step_point(s, names, slo or {}) for s in result.steps]
     return out
 
 
-def _step_point(step: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+def slo_checks(metrics: Mapping[str, Any], slo: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """Each SLO limit against a stored summary: ``{"ttft_p99": {"value", "limit", "within"}}`` (value None
+    and within False where the summary has no figure)."""
+    summary = Summary.from_dict(metrics)
+    out: dict[str, dict[str, Any]] = {}
+    for metric, limit in slo.items():
+        try:
+            v = summary.metric(metric)
+        except KeyError:
+            v = math.nan
+        out[metric] = {"value": v if math.isfinite(v) else None, "limit": limit, "within": within(v, limit)}
+    return out
+
+
+def _step_point(step: Mapping[str, Any], names: Sequence[str], slo: Mapping[str, float]) -> dict[str, Any]:
+    """One stored step: its load, each objective's figure and each SLO limit's check (:func:`slo_checks`)."""
     summary = Summary.from_dict(step)
     point: dict[str, Any] = {"load": step.get("load") or {}}
     for n in names:
@@ -121,6 +148,8 @@ def _step_point(step: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]
         except KeyError:
             continue
         point[n] = v if math.isfinite(v) else None
+    if slo:
+        point["slo"] = slo_checks(step, slo)
     return point
 
 
@@ -129,12 +158,36 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     the first objective over the trial and its repeats (:func:`tuner.report.noise.spreads`), or None."""
     names = metric_names(study)
     base = baseline_trial(study)
+    slo = study_slo(study)
     found = spreads(read(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    rows = [row(t, names, base) for t in front(study)]
+    rows = [row(t, names, base, slo) for t in front(study)]
     for r in rows:
         spread = found.get(r["trial"])
         r["spread"] = spread.to_dict() if spread is not None else None
     return rows
+
+
+def report_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """:func:`pareto_rows` and, when it is not on the front, the measured baseline last (``on_front``
+    false), so that every report compares against it."""
+    rows = pareto_rows(study)
+    base = baseline_trial(study)
+    if base is not None and all(r["trial"] != base.number for r in rows):
+        extra = row(base, metric_names(study), base, study_slo(study))
+        extra.update(on_front=False, spread=None)
+        rows.append(extra)
+    return rows
+
+
+def study_slo(study: optuna.Study) -> dict[str, float]:
+    """The SLO limits of the study's stored spec (metric -> limit in ms; {} without one)."""
+    return slo_limits(read_study(study).spec)
+
+
+def capacity_mode(study: optuna.Study) -> bool:
+    """Whether the stored spec measures in capacity mode (the default mode; False when it says ``fixed``)."""
+    workload = (read_study(study).spec or {}).get("workload")
+    return not (isinstance(workload, dict) and workload.get("mode") == "fixed")
 
 
 def step_view(study: optuna.Study) -> StepView:
@@ -155,13 +208,14 @@ def step_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def best_so_far(study: optuna.Study, names: Sequence[str] | None = None) -> str:
-    """``output_throughput 812 tok/s (#7)`` for the best feasible trial by the first objective, or ""."""
+    """``#7: SLO capacity 812 tok/s, TTFT p99 640 ms`` (every objective) for the best feasible trial by the
+    first objective, or ""."""
     names = list(names or metric_names(study))
     best = front(study)
     if not best:
         return ""
     t = best[0]
-    return f"{names[0]} {fmt_num(t.values[0])} {unit(names[0])} (#{t.number})".replace("  ", " ")
+    return f"#{t.number}: {format_values(names, t.values, capacity=capacity_mode(study))}"
 
 
 def pick(study: optuna.Study, how: str) -> FrozenTrial:
@@ -196,3 +250,36 @@ def pick(study: optuna.Study, how: str) -> FrozenTrial:
             dist += (1.0 - goodness) ** 2
         scaled.append((dist, t.number, t))
     return min(scaled, key=lambda x: (x[0], x[1]))[2]
+
+
+def describe_slo(slo: Mapping[str, float]) -> str:
+    """``TTFT p99 <= 1000 ms, ITL p99 <= 50 ms`` ("" without limits)."""
+    return ", ".join(f"{label(m)} <= {limit:g} {unit(m)}".rstrip() for m, limit in slo.items())
+
+
+def front_header(study: optuna.Study, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The lines above the front's table: what it is, how configurations are scored and under which SLO,
+    and what was sent (:mod:`tuner.report.traffic`); one line when no trial is feasible yet."""
+    from tuner.report.traffic import describe_traffic, study_traffic
+
+    on_front = [r for r in rows if r.get("on_front", True)]
+    if not on_front:
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return [f"{study.study_name}: no feasible trial yet ({done} finished)"]
+    n = len(on_front)
+    head = f"{study.study_name}: Pareto front, {n} configuration{'s' if n != 1 else ''}"
+    base = [r["trial"] for r in rows if not r.get("on_front", True)]
+    lines = [head + (f" (baseline #{base[0]} below, not on the front)" if base else "")]
+    names = metric_names(study)
+    slo = study_slo(study)
+    if capacity_mode(study) and names[0] == "output_throughput":
+        lines.append(
+            f"scored by {CAPACITY} (tok/s): the output throughput of the highest measured load that met "
+            f"every SLO limit" + (f" ({describe_slo(slo)})" if slo else "")
+        )
+    elif slo:
+        lines.append(f"SLO: {describe_slo(slo)}")
+    sent = describe_traffic(study_traffic(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
+    if sent:
+        lines.append(sent)
+    return lines

@@ -31,7 +31,8 @@ import optuna
 from tuner.errors import StorageError, UsageError
 from tuner.report.envelope import Step, StepView, envelope, load_level, load_text
 from tuner.report.fmt import fmt_num
-from tuner.report.pareto import step_view, unit
+from tuner.report.names import unit
+from tuner.report.pareto import step_view
 
 FORMATS = (".html", ".png")
 #: two labels closer than this fraction of both axis spans are merged into one

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.report.noise import Spread, spreads, within_noise
+from tuner.report.traffic import describe_traffic, study_traffic
 from tuner.search.record import TrialRecord, launch_of, read, read_study
 from tuner.search.restart_cost import Launch
 
@@ -86,8 +87,10 @@ def describe_starts(starts: Mapping[str, Any] | None) -> str | None:
 def study_status(study: optuna.Study) -> dict[str, Any]:
     """One study's status row (the JSON of ``tuner status --json``): ``study``, ``budget``, ``finished``
     (trials of the search: repeats aside), ``ok``, ``failed``, ``repeats`` (COMPLETE repeats of ``tuner
-    confirm``), ``running``, ``orphaned``, ``queued``, ``interrupted``, ``best``, ``time_left_s`` (None
-    without a budget left or a launched trial to time), ``starts`` (:meth:`StartSummary.to_dict`, None for a
+    confirm``), ``running``, ``orphaned``, ``queued``, ``interrupted``, ``best`` (every objective of the best
+    trial, :func:`tuner.report.pareto.best_so_far`), ``time_left_s`` (None without a budget left, a launched
+    trial to time or a live trial running: a study nobody runs has no time left to guess), ``sent`` (what
+    was sent, :func:`tuner.report.traffic.describe_traffic`; "" when no trial stored it), ``starts`` (:meth:`StartSummary.to_dict`, None for a
     study without compile-key records), ``objective`` (the first objective's metric) and ``confirmed``
     (:func:`confirmed`, on that objective)."""
     from tuner.report.pareto import best_so_far, metric_names
@@ -103,8 +106,8 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     launched = [r.seconds for r in complete if r.launched and r.seconds is not None]
     left: float | None = None
     remaining = max(budget - len(complete), 0) if budget is not None else 0
-    if remaining and launched:
-        left = remaining * (sum(launched) / len(launched)) / max(len(running), 1)
+    if remaining and launched and running:  # nobody runs it: no wall-clock guess
+        left = remaining * (sum(launched) / len(launched)) / len(running)
     # none for a study from a tuner without compile-key records
     launches = [x for x in map(launch_of, done) if x is not None]
     return {
@@ -120,6 +123,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "interrupted": sum(r.state == TrialState.FAIL and r.interrupted for r in records),
         "best": best_so_far(study),
         "time_left_s": left,
+        "sent": describe_traffic(study_traffic(t for t in trials if t.state == TrialState.COMPLETE)),
         # server starts with a compiled / a new compile key, and trials per hour (None: not recorded)
         "starts": summarize_starts(launches).to_dict() if launches else None,
         "objective": metric_names(study)[0],

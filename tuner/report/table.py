@@ -1,30 +1,27 @@
-"""Pareto rows -> a rich table for a person, or CSV for a spreadsheet. Pure rendering (no study access).
+"""Report rows -> rich tables for a person. Pure rendering (no study access); the JSON and CSV forms are
+:mod:`tuner.report.machine`'s, the metric names :mod:`tuner.report.names`'.
 
-The trial-level front (:func:`rich_table`, :func:`to_csv`): trial, every param that appears in a row (in
-first-seen order), each objective value, and its percent change against the baseline; in the table, once
-some configuration was re-measured (``tuner confirm``), the first objective's mean ± half range and count
-over each trial and its repeats. The step-level front
-(:func:`steps_table`, :func:`steps_csv`, rows of :func:`tuner.report.envelope.step_row`): trial, load,
-output throughput, each latency with its SLO verdict, the step's verdict, the params. The baseline row is
-marked ``(baseline)``.
+The trial-level front (:func:`rich_table`): see its docstring; every flag that appears in a row is a column
+(in first-seen order). The step-level front (:func:`steps_table`, rows of
+:func:`tuner.report.envelope.step_row`): trial, load, output throughput, each latency with its SLO verdict,
+the step's verdict, the params. The baseline row is marked ``(baseline)`` (``base`` when narrow).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from tuner.report.envelope import load_text
 from tuner.report.fmt import fmt_num
+from tuner.report.names import label, name, score_label, unit
 from tuner.report.noise import Spread
-from tuner.report.pareto import unit
 
 
-def _param_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+def param_names(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     names: list[str] = []
     for r in rows:
         for k in r["params"]:
@@ -40,7 +37,9 @@ def _metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
 def _num(v: Any) -> str:
     if v is None:
         return "-"
-    if isinstance(v, bool) or not isinstance(v, int | float):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if not isinstance(v, int | float):
         return str(v)
     return fmt_num(v)
 
@@ -49,50 +48,124 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:+.1f}%"
 
 
-def rich_table(rows: Sequence[dict[str, Any]], title: str = "Pareto front") -> Table:
-    """The front as a :class:`rich.table.Table` (empty rows: a table with a caption saying so)."""
-    params = _param_names(rows)
+#: below this many columns the front is printed in its narrow layout
+NARROW_BELOW = 120
+#: a baseline cell for a flag whose value the record does not hold: vLLM chose it
+DEFAULT_WIDE, DEFAULT_NARROW = "vLLM default", "dflt"
+
+
+def abbreviations(params: Sequence[str]) -> dict[str, str]:
+    """Short column names for flags: the initials of a dashed name (``gpu-memory-utilization`` -> ``gmu``),
+    the first five letters of one word (``quantization`` -> ``quant``); made unique by more letters."""
+    out: dict[str, str] = {}
+    for p in params:
+        words = p.split("-")
+        short = "".join(w[:1] for w in words) if len(words) > 1 else p[:5]
+        extra = 1
+        while short in out.values():
+            short = "".join(w[:1] for w in words[:-1]) + words[-1][: 1 + extra] if len(words) > 1 else p
+            extra += 1
+            if extra > len(words[-1]):
+                short = p
+                break
+        out[p] = short
+    return out
+
+
+def _param_cell(r: dict[str, Any], p: str, narrow: bool) -> str:
+    if p in r["params"]:
+        return _num(r["params"][p])
+    if r.get("is_baseline"):
+        flag = (r.get("flags") or {}).get(p)
+        return _num(flag) if flag is not None else (DEFAULT_NARROW if narrow else DEFAULT_WIDE)
+    return "-"
+
+
+def _slo_cell(check: dict[str, Any] | None) -> str:
+    if not check:
+        return "-"
+    return _num(check["value"]) + ("" if check["within"] else " over")
+
+
+def rich_table(
+    rows: Sequence[dict[str, Any]],
+    title: str | None = None,
+    *,
+    width: int = NARROW_BELOW - 1,
+    capacity: bool = False,
+) -> Table:
+    """The front (rows of :func:`tuner.report.pareto.report_rows`) as a :class:`rich.table.Table`: trial,
+    each flag, the scored load, each objective (the first as :data:`tuner.report.names.CAPACITY` when
+    ``capacity``) and each SLO figure with its limit in the header (``over`` beside a figure above it), each
+    objective's change against the baseline, and once some configuration was re-measured the first
+    objective's mean ± half range. Below :data:`NARROW_BELOW` columns: short flag names
+    (:func:`abbreviations`, legend by :func:`legend`), two-line headers, the change of the first objective
+    only, no borders between columns."""
+    narrow = width < NARROW_BELOW
+    params = param_names(rows)
     metrics = _metric_names(rows)
-    table = Table(title=title, caption=None if rows else "no feasible trial yet")
+    slo = {m: c["limit"] for r in rows[:1] for m, c in (r.get("slo") or {}).items()}
+    short = abbreviations(params) if narrow else {p: p for p in params}
+    sep = "\n" if narrow else " "
+    table = Table(
+        title=title,
+        caption=None if rows else "no feasible trial yet",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=narrow,
+    )
     table.add_column("trial", justify="right")
     for p in params:
-        table.add_column(p)
-    for m in metrics:
-        table.add_column(f"{m} ({unit(m)})" if unit(m) else m, justify="right")
-        table.add_column("vs base", justify="right")
+        table.add_column(short[p] if narrow else _two_lines(p))
+    table.add_column("load" if narrow else "scored load", justify="right")
+    shown = [*metrics, *(m for m in slo if m not in metrics)]
+    changes = metrics[:1] if narrow else metrics
+    for m in shown:
+        n = name(m)
+        limit = f" (<={slo[m]:g})" if m in slo else ""
+        what = score_label(m, capacity) if m == metrics[0] else n.label
+        table.add_column(f"{what}{sep}{n.unit}{limit}".rstrip(), justify="right")
+        if m in changes:
+            table.add_column(f"vs{sep}base", justify="right")
     repeated = any((r.get("spread") or {}).get("n", 1) > 1 for r in rows)
     if repeated:
-        table.add_column(f"{metrics[0]} over repeats", justify="right")
+        table.add_column(f"{label(metrics[0])}{sep}over repeats", justify="right")
     for r in rows:
-        cells = [f"{r['trial']}" + (" (baseline)" if r.get("is_baseline") else "")]
-        cells += [_num(r["params"].get(p)) for p in params]
-        for m in metrics:
-            cells += [_num(r["values"].get(m)), _pct(r["vs_baseline"].get(m))]
+        mark = (" base" if narrow else " (baseline)") if r.get("is_baseline") else ""
+        cells = [f"{r['trial']}{mark}", *(_param_cell(r, p, narrow) for p in params)]
+        cells.append(load_text(r.get("load") or {}, short=True))
+        for m in shown:
+            check = (r.get("slo") or {}).get(m)
+            cells.append(_slo_cell(check) if check else _num(r["values"].get(m)))
+            if m in changes:
+                cells.append(_pct(r["vs_baseline"].get(m)))
         if repeated:
             cells.append(_spread(r.get("spread")))
         table.add_row(*cells)
     return table
 
 
+def _two_lines(flag: str) -> str:
+    """``gpu-memory-\\nutilization``: a dashed flag name broken at its middle dash."""
+    words = flag.split("-")
+    half = (len(words) + 1) // 2
+    return flag if len(words) < 2 else "-".join(words[:half]) + "-\n" + "-".join(words[half:])
+
+
+def legend(rows: Sequence[dict[str, Any]], width: int = NARROW_BELOW) -> str:
+    """The key to a narrow table's short flag names and marks (empty for a wide table)."""
+    if width >= NARROW_BELOW or not rows:
+        return ""
+    parts = [f"{s} = {p}" for p, s in abbreviations(param_names(rows)).items() if s != p]
+    if any(r.get("is_baseline") for r in rows):
+        parts.append(f"{DEFAULT_NARROW} = vLLM's default")
+    parts.append("load = the scored step's concurrency (or req/s)")
+    return "; ".join(parts)
+
+
 def _spread(s: dict[str, Any] | None) -> str:
     """``4,504 ± 40 (n=3)``: :meth:`Spread.describe` and the count; ``-`` without one."""
     return "-" if not s else f"{Spread(**s).describe()} (n={s['n']})"
-
-
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The front as CSV: ``trial, is_baseline, <params>, <metric>, <metric>_vs_baseline_pct ...``."""
-    params = _param_names(rows)
-    metrics = _metric_names(rows)
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(["trial", "is_baseline", *params, *[c for m in metrics for c in (m, f"{m}_vs_baseline_pct")]])
-    for r in rows:
-        line: list[Any] = [r["trial"], bool(r.get("is_baseline")), *[r["params"].get(p, "") for p in params]]
-        for m in metrics:
-            change = r["vs_baseline"].get(m)
-            line += [r["values"].get(m), "" if change is None else round(change, 3)]
-        w.writerow(line)
-    return out.getvalue()
 
 
 def _verdict(figure: Any, ok: bool | None) -> str:
@@ -102,13 +175,13 @@ def _verdict(figure: Any, ok: bool | None) -> str:
     return f"{_num(figure)} {'ok' if ok else 'OVER'}"
 
 
-def steps_table(rows: Sequence[dict[str, Any]], title: str = "Step-level front") -> Table:
+def steps_table(rows: Sequence[dict[str, Any]], title: str | None = "Step-level front") -> Table:
     """The step-level front as a :class:`rich.table.Table` (lowest throughput first, as given)."""
-    params = _param_names(rows)
+    params = param_names(rows)
     latencies = list(rows[0]["latency"]) if rows else []
     table = Table(title=title, caption=None if rows else "no measured step yet")
-    for name, right in (("trial", True), ("load", False), ("output_throughput (tok/s)", True)):
-        table.add_column(name, justify="right" if right else "left")
+    for col, right in (("trial", True), ("load", False), ("output_throughput (tok/s)", True)):
+        table.add_column(col, justify="right" if right else "left")
     for m in latencies:
         table.add_column(f"{m} ({unit(m)})" if unit(m) else m, justify="right")
     table.add_column("SLO")
@@ -124,27 +197,21 @@ def steps_table(rows: Sequence[dict[str, Any]], title: str = "Step-level front")
     return table
 
 
-def steps_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The step-level front as CSV: ``trial, is_baseline, load, output_throughput, <latency>,
-    <latency>_within_slo ..., meets_slo, scored, <params>`` (``load`` as the table writes it)."""
-    params = _param_names(rows)
-    latencies = list(rows[0]["latency"]) if rows else []
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    lat_cols = [c for m in latencies for c in (m, f"{m}_within_slo")]
-    w.writerow(
-        ["trial", "is_baseline", "load", "output_throughput", *lat_cols, "meets_slo", "scored", *params]
-    )
-    for r in rows:
-        line: list[Any] = [
-            r["trial"],
-            bool(r.get("is_baseline")),
-            load_text(r["load"]),
-            r["output_throughput"],
-        ]
-        for m in latencies:
-            figure, ok = r["latency"].get(m), r["within_slo"].get(m)
-            line += ["" if figure is None else figure, "" if ok is None else ok]
-        line += [r["meets_slo"], bool(r.get("scored")), *[r["params"].get(p, "") for p in params]]
-        w.writerow(line)
-    return out.getvalue()
+def natural_width(table: Table) -> int:
+    """The columns ``table`` takes when nothing constrains it."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def front_table(rows: Sequence[dict[str, Any]], width: int, capacity: bool = False) -> tuple[Table, int]:
+    """The front's table for a terminal of ``width`` columns, and the width its layout was chosen for: the
+    wide layout where it fits whole (and ``width`` is at least :data:`NARROW_BELOW`), else the narrow one."""
+    if width >= NARROW_BELOW:
+        wide = rich_table(rows, width=width, capacity=capacity)
+        if natural_width(wide) <= width:
+            return wide, width
+    narrow = min(width, NARROW_BELOW - 1)
+    return rich_table(rows, width=narrow, capacity=capacity), narrow

@@ -10,9 +10,9 @@ Contract:
   report states the winner's gain against it, and a gain is real only beyond the noise of both.
 * **Repeats** (:func:`plan`) — each leader is measured ``1 + repeats`` times in all: its own trial plus
   repeats, each a trial of the same study with the same params (the baseline: its ``baseline_flags``), user
-  attr ``repeat_of`` naming the leader. The repeats a leader already has — COMPLETE (failed ones included:
-  they are measurements), RUNNING or queued — count, so a leader confirmed enough is not re-run. A repeat
-  interrupted (FAIL) does not count: :func:`tuner.search.workers.requeue` queues it again with its
+  attr ``repeat_of`` naming the leader. The repeats a leader already has — finished (failed ones, PRUNED,
+  included: they are measurements), RUNNING or queued — count, so a leader confirmed enough is not re-run.
+  A repeat interrupted (FAIL) does not count: :func:`tuner.search.workers.requeue` queues it again with its
   ``repeat_of``.
 * **Queued** (:func:`queue_repeats`) — as WAITING trials of the study; the study loop runs them like any
   trial (fresh server start, ``trial-NNNN`` log folder, the same record), and never counts them toward the
@@ -32,12 +32,13 @@ from tuner.search.record import (
     ATTR_BASELINE,
     ATTR_BASELINE_FLAGS,
     ATTR_REPEAT_OF,
+    FINISHED_STATES,
     TrialRecord,
     read,
     repeat_of,
 )
 
-_LIVE = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+_LIVE = (*FINISHED_STATES, TrialState.RUNNING, TrialState.WAITING)
 
 
 def leaders(records: Iterable[TrialRecord], maximize: bool, top: int) -> list[TrialRecord]:

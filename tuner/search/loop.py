@@ -3,8 +3,9 @@
 Contract of :func:`run_study` (the study, its budget, baseline and sampler: :mod:`tuner.search.study`;
 worker records, liveness and resume: :mod:`tuner.search.workers`; Ctrl-C: :mod:`tuner.search.signals`):
 
-* **Budget** — counts COMPLETE trials: measured, failed by configuration and refused by a pre-launch rule
-  alike. Trials lost to an interruption are FAIL and do not count. Trials running in other live workers
+* **Budget** — counts finished trials (:data:`tuner.search.record.FINISHED_STATES`): measured (COMPLETE),
+  failed by configuration and refused by a pre-launch rule (PRUNED, or COMPLETE in older studies) alike.
+  Trials lost to an interruption are FAIL and do not count. Trials running in other live workers
   count as "under way", so workers sharing a study stop together at the budget; a worker that finds itself
   past the budget after ``ask`` (two workers asked at once) gives its trial back (FAIL, user attr
   ``surplus``, its queued params queued again).
@@ -14,8 +15,8 @@ worker records, liveness and resume: :mod:`tuner.search.workers`; Ctrl-C: :mod:`
   none: its ``baseline_flags`` are passed to ``trial_fn`` as params); queued params that finished meanwhile
   are not run again (the popped trial is FAIL with ``duplicate_of``). ``trial_fn`` measures the
   configuration (refusing one by a pre-launch rule itself, as :func:`tuner.measure.trial.run_trial` does);
-  the result is told COMPLETE with the values and constraints of :func:`tuner.search.objectives.evaluate`
-  (failures included: infeasible, never dropped); every attribute stored is :mod:`tuner.search.record`'s.
+  the result is told with the state, values and constraints of :mod:`tuner.search.tell` (failures
+  included: infeasible, never dropped); every attribute stored is :mod:`tuner.search.record`'s.
 * **Ctrl-C** — the first one reaches ``trial_fn`` (which stops its server and raises KeyboardInterrupt);
   the trial is marked FAIL (``interrupted``), queued again, and :class:`~tuner.errors.Interrupted` is
   raised (exit 130). Outside a trial it stops the loop at the next safe point. The second: see
@@ -80,7 +81,7 @@ class StudyOutcome:
     study_name: str
     storage_url: str
     budget: int
-    complete: int  # COMPLETE trials of the search in the study at the end (repeats not counted)
+    complete: int  # finished trials of the search in the study at the end (repeats not counted)
     told: int  # trials this process finished, repeats included
     stopped: str  # "budget", "timeout" or "confirmed" (no repeat left to run)
     repaired: list[int]  # numbers of trials found interrupted and queued again
@@ -102,6 +103,7 @@ def run_study(
     heartbeat_s: float = HEARTBEAT_S,
     handle_signals: bool = True,
     confirm: Confirm | None = None,
+    accept_changes: bool = False,
 ) -> StudyOutcome:
     """Run (or continue) the study of ``spec`` to its budget. See the module docstring for the contract.
 
@@ -111,9 +113,16 @@ def run_study(
     else ``log_root/runtime``), which is also where servers of dead tuners are looked for. Raises
     :class:`~tuner.errors.UsageError` for bad input (before any write), :class:`~tuner.errors.StorageError`,
     or :class:`~tuner.errors.Interrupted` after Ctrl-C. ``confirm``: run the repeats it asks for instead
-    of the search (see the module docstring).
+    of the search (see the module docstring). ``accept_changes``: go on with a study whose stored study file
+    differs from ``spec`` in a way that invalidates its trials (:func:`tuner.search.study.open_study`).
     """
-    opened = open_study(spec, storage_url or default_storage(spec), n_trials=n_trials, must_exist=must_exist)
+    opened = open_study(
+        spec,
+        storage_url or default_storage(spec),
+        n_trials=n_trials,
+        must_exist=must_exist,
+        accept_changes=accept_changes,
+    )
     if trial_fn is None:
         from tuner.measure.trial import run_trial  # the load generator's stack: only when measuring
 
@@ -121,6 +130,8 @@ def run_study(
     log_root = log_root or runs_dir(spec)
     runtime_dir = runtime_dir or Path(os.environ.get("TUNER_RUNTIME_DIR") or log_root / "runtime")
     rep: Reporter = reporter or NullReporter()
+    for note in opened.notes:
+        rep.message(note)
     killed = stop_leftover_servers(runtime_dir)
     if killed:
         rep.message(f"stopped {len(killed)} vLLM server(s) left by a dead tuner (process groups {killed})")
@@ -136,7 +147,7 @@ def run_study(
                 queue_repeats(run.study, confirm.top, confirm.repeats)
             stopped = _optimize(run, deadline, repeats=True)
     with storage_errors(opened.url):
-        done = opened.handle.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        done = opened.handle.study.get_trials(deepcopy=False, states=record.FINISHED_STATES)
     complete = sum(record.repeat_of(t) is None for t in done)
     return StudyOutcome(
         spec.name, opened.url, opened.budget, complete, run.told, stopped, run.repaired, run.repeats
@@ -208,7 +219,8 @@ def _should_stop(run: _Run, deadline: float | None, repeats: bool = False) -> st
     if repeats and not waiting_repeats(trials):
         return "confirmed"
     under_way = sum(
-        t.state in (TrialState.COMPLETE, TrialState.RUNNING) and record.repeat_of(t) is None for t in trials
+        t.state in (*record.FINISHED_STATES, TrialState.RUNNING) and record.repeat_of(t) is None
+        for t in trials
     )
     if not repeats and under_way >= run.opened.budget:
         return "budget"

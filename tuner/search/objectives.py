@@ -15,16 +15,23 @@ study gets the same keys:
 * ``failed``: 0.0 for a measured trial, 1.0 for a failed one.
 
 A failed trial (``oom``, ``invalid_config``, ``startup_timeout``, ``crashed``, ``load_errors``,
-``infeasible`` by a pre-launch rule, or ``ok`` without a usable measurement) is told ``COMPLETE`` — never
-``FAIL`` and never dropped, so the sampler learns that region is infeasible — with:
+``infeasible`` by a pre-launch rule, or ``ok`` without a usable measurement) is never ``FAIL`` and never
+dropped, so the sampler learns that region is infeasible. Its constraints: every SLO key at
+:data:`FAILURE_VIOLATION` (as if the latency were 11x its limit: worse than any measured trial, whose
+violation is capped there) and ``failed`` = 1.0, so the trial is infeasible whether or not the study has
+SLO limits, and ``study.best_trials`` never lists it. How it is told (:meth:`Evaluation.told`):
 
-* constraints: every SLO key at :data:`FAILURE_VIOLATION` (as if the latency were 11x its limit: worse than
-  any measured trial, whose violation is capped there) and ``failed`` = 1.0, so the trial is infeasible
-  whether or not the study has SLO limits, and ``study.best_trials`` never lists it;
-* objective values (finite, as Optuna requires; samplers that model infeasible trials' values see a
-  plausible "worst"): a maximised metric (throughput, goodput) 0.0; a minimised latency
+* **PRUNED, no values** — Optuna's own "this trial has no valid values" — for samplers that read PRUNED
+  trials (:func:`tuner.search.samplers.reads_pruned`: TPE, random, grid). TPE puts every trial whose
+  constraints are violated among its *infeasible* trials, whatever its state, and those go to the "above"
+  (bad) side of its split, ranked by their summed violation: it learns the region as strongly as from a
+  penalty value, while plots, parameter importance and the Pareto front (which read COMPLETE trials only)
+  no longer see made-up values (0 tok/s, 11x the latency limit) that squash every axis.
+* **COMPLETE with penalty values** for GP and NSGA-II, which read COMPLETE trials only (a PRUNED trial
+  would be invisible to them): a maximised metric (throughput, goodput) 0.0; a minimised latency
   ``(1 + FAILURE_VIOLATION) x`` its SLO limit when it has one, else the workload's request timeout in ms
-  (the longest latency the load generator can observe).
+  (the longest latency the load generator can observe). Studies stored by tuner before this rule have
+  every failed trial in this form; readers tell failures by the stored ``status``, never by the values.
 
 ``interrupted`` is not a verdict on the configuration: the study code marks such a trial ``FAIL`` and queues
 its params again; :func:`evaluate` refuses it.
@@ -33,15 +40,21 @@ its params again; :func:`evaluate` refuses it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from optuna.trial import TrialState
 
 from tuner.config.spec import StudySpec
 from tuner.measure.metrics import Summary
 from tuner.measure.result import TrialResult
+from tuner.measure.watch import settled_metric
 from tuner.server.failures import INTERRUPTED
 
 #: the relative SLO violation told for a failed trial, and the cap for a measured one
 FAILURE_VIOLATION = 10.0
+#: the least violation of a limit a scored step was cut short over (its p_q is over the limit; by how much the
+#: cut step cannot say)
+SETTLED_VIOLATION = 0.001
 #: the constraint key that marks a failed trial
 FAILED_KEY = "failed"
 
@@ -53,10 +66,20 @@ class Evaluation:
     values: list[float]  # one per objective, in the study's order
     constraints: dict[str, float]  # SLO keys then ``failed``; <= 0 satisfied
     failure: str | None  # None when measured, else why the penalty was told (a status or "no_measurement")
+    #: the SLO metrics observed at the scored step (``{"ttft_p99": 812.0}``); empty for a failed trial
+    observed: dict[str, float] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
         return all(v <= 0 for v in self.constraints.values())
+
+    def told(self, prune_failures: bool) -> tuple[TrialState, list[float] | None]:
+        """The state and values to tell Optuna: a measured trial COMPLETE with its values; a failed one
+        PRUNED without values when ``prune_failures`` (its sampler reads PRUNED trials), else COMPLETE with
+        the penalty values (see the module docstring)."""
+        if self.failure is not None and prune_failures:
+            return TrialState.PRUNED, None
+        return TrialState.COMPLETE, list(self.values)
 
 
 def constraint_keys(spec: StudySpec) -> list[str]:
@@ -84,8 +107,14 @@ def evaluate(spec: StudySpec, result: TrialResult) -> Evaluation:
         name: min(observed[name] / limit - 1.0, FAILURE_VIOLATION)
         for name, limit in spec.slo.limits().items()
     }
+    if summary.pruned is not None:
+        # scored at a step cut short once it was settled over a limit (no step passed): its figures,
+        # from the requests that finished, may look within it; the verdict says it is not
+        name = settled_metric(summary.pruned)
+        if name in constraints:
+            constraints[name] = max(constraints[name], SETTLED_VIOLATION)
     constraints[FAILED_KEY] = 0.0
-    return Evaluation(values=values, constraints=constraints, failure=None)
+    return Evaluation(values=values, constraints=constraints, failure=None, observed=observed)
 
 
 def penalty(spec: StudySpec, failure: str) -> Evaluation:

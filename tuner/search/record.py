@@ -11,6 +11,26 @@ worker, heartbeat): ``status``, ``failure``, ``message``, ``feasible``, ``argv``
 measurement (:meth:`tuner.measure.result.TrialResult.to_dict` without the fields stored at the top level).
 Records written before the nested duplicates were dropped (``result.status``, ``result.argv``...) and
 records whose ``result`` was stored as text read the same.
+
+**What optuna-dashboard reads.** Beside the nested record, a finished trial stores a few flat copies of
+what people filter and sort on (:func:`result_attrs`): ``slo_verdict`` (``pass`` / ``fail``; absent when
+nothing was measured), the scored load (``scored_concurrency`` or ``scored_request_rate``) and each SLO
+percentile at the scored step under vLLM's spelling (``p99_ttft_ms``: :func:`slo_attr`), next to
+``status`` and ``failure`` (the failure class). Readers use the nested record; the flat keys exist for
+the dashboard. Constraints are stored by :func:`write` in both of Optuna's forms: one system attribute per
+constraint (``constraints:ttft_p99``, Optuna 5's, what ``Trial.set_constraint`` writes) and, in studies
+created with ``constraints_as_list`` (every study since this rule; older ones keep one form so that all
+their trials carry the same constraints, as the GP sampler demands), the single ``constraints`` list in
+the order of the study's ``constraint_keys`` — the form optuna-dashboard shows. Optuna merges both forms,
+so ``FrozenTrial.constraints`` lists each constraint twice (by name and by index) and a violation sum is
+doubled, alike for every trial of such a study (feasibility and the order of infeasible trials do not
+change). The study's objective names are Optuna's ``metric_names`` (set by :mod:`tuner.search.study`).
+
+**States.** A finished trial of the search is COMPLETE (measured) or, since this rule, PRUNED (failed:
+no valid values; :meth:`tuner.search.objectives.Evaluation.told` says when and why); older studies store
+failed trials COMPLETE with penalty values. :data:`FINISHED_STATES` and :attr:`TrialRecord.finished` cover
+both; a failure is told by ``status`` (:attr:`TrialRecord.failed`), never by the values, and
+:attr:`TrialRecord.scored_values` hides the penalty values of old records.
 """
 
 from __future__ import annotations
@@ -38,6 +58,8 @@ ATTR_DIRECTIONS = "directions"
 ATTR_CONSTRAINT_KEYS = "constraint_keys"
 ATTR_TUNER_VERSION = "tuner_version"
 ATTR_CREATED_AT = "created_at"
+ATTR_TRAFFIC_DIGEST = "traffic_digest"  # tuner.load.traffic.traffic_digest of the study's workload
+ATTR_CONSTRAINTS_AS_LIST = "constraints_as_list"  # True: trials store the ``constraints`` list too
 # trial user attributes
 ATTR_BASELINE = "is_baseline"
 ATTR_BASELINE_FLAGS = "baseline_flags"
@@ -61,6 +83,15 @@ ATTR_VLLM_VERSION = "vllm_version"
 ATTR_HARDWARE = "hardware"
 ATTR_STARTED_AT = "started_at"
 ATTR_ENDED_AT = "ended_at"
+# flat copies for optuna-dashboard (module docstring)
+ATTR_SLO_VERDICT = "slo_verdict"
+ATTR_SCORED_CONCURRENCY = "scored_concurrency"
+ATTR_SCORED_RATE = "scored_request_rate"
+# trial system attribute: Optuna's single list of constraint values (what optuna-dashboard reads)
+CONSTRAINTS_LIST = "constraints"
+
+#: the Optuna states of a finished trial of the search (module docstring)
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 #: lines of the server log kept with a trial
 LOG_TAIL_LINES = 40
@@ -81,6 +112,7 @@ def result_attrs(result: TrialResult, ev: Evaluation) -> dict[str, Any]:
             ATTR_FAILURE: None if result.ok and ev.failure is None else (ev.failure or result.status),
             ATTR_MESSAGE: result.message,
             ATTR_FEASIBLE: ev.feasible,
+            **_flat(result, ev),
             ATTR_ARGV: list(result.argv),
             ATTR_LOG_PATH: result.log_path,
             ATTR_LOG_TAIL: list(result.log_tail)[-LOG_TAIL_LINES:],
@@ -95,16 +127,37 @@ def result_attrs(result: TrialResult, ev: Evaluation) -> dict[str, Any]:
     return attrs
 
 
+def slo_attr(metric: str) -> str:
+    """The flat attribute of an SLO metric, in vLLM's spelling: ``ttft_p99`` -> ``p99_ttft_ms``."""
+    base, _, pct = metric.rpartition("_")
+    return f"{pct}_{base}_ms"
+
+
+def _flat(result: TrialResult, ev: Evaluation) -> dict[str, Any]:
+    """The flat copies for optuna-dashboard (module docstring); keys without a value are left out."""
+    load = result.summary.load if result.summary is not None and ev.failure is None else {}
+    flat: dict[str, Any] = {
+        ATTR_SLO_VERDICT: None if ev.failure is not None else ("pass" if ev.feasible else "fail"),
+        ATTR_SCORED_CONCURRENCY: load.get("concurrency"),
+        ATTR_SCORED_RATE: load.get("request_rate"),
+        **{slo_attr(m): v for m, v in ev.observed.items()},
+    }
+    return {k: v for k, v in flat.items() if v is not None}
+
+
 def write(
     trial: optuna.Trial,
     result: TrialResult,
     evaluation: Evaluation,
     redact: Callable[[Any], Any] = lambda attrs: attrs,
     after_first: Callable[[], None] | None = None,
+    *,
+    as_list: bool = True,
 ) -> dict[str, Any]:
     """Store :func:`result_attrs` (passed through ``redact`` first) as ``trial``'s user attributes, one key
     at a time in their order (``after_first`` is called once the first is stored), then the evaluation's
-    constraints; returns the attributes stored. The objective values are the caller's (``tell``)."""
+    constraints, one per key and (``as_list``: the study's ``constraints_as_list``) as Optuna's single
+    list; returns the attributes stored. The state and objective values are the caller's (``tell``)."""
     attrs: dict[str, Any] = redact(result_attrs(result, evaluation))
     for i, (k, v) in enumerate(attrs.items()):
         trial.set_user_attr(k, v)
@@ -112,7 +165,26 @@ def write(
             after_first()
     for k, c in evaluation.constraints.items():
         trial.set_constraint(k, c)
+    if as_list:
+        db = trial.storage
+        study_id = db.get_study_id_from_name(trial.study.study_name)
+        trial_id = db.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        db.set_trial_system_attr(trial_id, CONSTRAINTS_LIST, list(evaluation.constraints.values()))
     return attrs
+
+
+def constraint_system_attrs(evaluation: Evaluation, as_list: bool) -> dict[str, Any]:
+    """The constraint system attributes :func:`write` stores, for a trial made whole
+    (``optuna.trial.create_trial(system_attrs=...)``)."""
+    attrs: dict[str, Any] = {f"{CONSTRAINTS_LIST}:{k}": c for k, c in evaluation.constraints.items()}
+    if as_list:
+        attrs[CONSTRAINTS_LIST] = list(evaluation.constraints.values())
+    return attrs
+
+
+def constraints_as_list(study: optuna.Study) -> bool:
+    """Do ``study``'s trials store the ``constraints`` list (module docstring)?"""
+    return study.user_attrs.get(ATTR_CONSTRAINTS_AS_LIST) is True
 
 
 def launched(result: TrialResult) -> bool:
@@ -211,6 +283,17 @@ class TrialRecord:
         return self.status not in (None, "ok")
 
     @property
+    def finished(self) -> bool:
+        """A finished trial of the search: COMPLETE, or PRUNED (failed; module docstring)."""
+        return self.state in FINISHED_STATES
+
+    @property
+    def scored_values(self) -> tuple[float, ...] | None:
+        """The objective values of a measured trial; None for a failed one (PRUNED: none stored; older
+        studies: the penalty values) and for one not finished."""
+        return None if self.failed or self.state != TrialState.COMPLETE else self.values
+
+    @property
     def refused_before_launch(self) -> bool:
         """Started no server (see :func:`refused_before_launch`)."""
         r = self.result or StoredResult()
@@ -228,6 +311,7 @@ class StudyRecord:
     constraint_keys: tuple[str, ...] | None
     tuner_version: str | None
     created_at: str | None
+    traffic_digest: str | None = None  # None: stored by a tuner before traffic digests
 
 
 def read(t: FrozenTrial) -> TrialRecord:
@@ -280,6 +364,7 @@ def read_study(study: optuna.Study) -> StudyRecord:
         constraint_keys=_strings(a.get(ATTR_CONSTRAINT_KEYS)),
         tuner_version=_str(a.get(ATTR_TUNER_VERSION)),
         created_at=_str(a.get(ATTR_CREATED_AT)),
+        traffic_digest=_str(a.get(ATTR_TRAFFIC_DIGEST)),
     )
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "grid_values",
     "log_expected_improvement",
     "make_sampler",
+    "reads_pruned",
     "set_trial_cost",
     "tpe_sampler",
 ]
@@ -186,6 +187,17 @@ class _FixedSpaceGP(optuna.samplers.GPSampler):
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
         return dict(self._space)
+
+
+#: samplers that read PRUNED trials (TPE: with their constraints, as infeasible; random and grid read nothing);
+#: GP and NSGA-II model COMPLETE trials only (Optuna 5)
+_READS_PRUNED = frozenset({"tpe", "random", "grid"})
+
+
+def reads_pruned(name: str) -> bool:
+    """Does the sampler ``name`` learn from a PRUNED trial (so a failed trial may be told PRUNED, without
+    values: :meth:`tuner.search.objectives.Evaluation.told`)?"""
+    return name in _READS_PRUNED
 
 
 def make_sampler(

@@ -1,5 +1,13 @@
 """Finishing a measured trial: store its record (:func:`tuner.search.record.write`), then tell Optuna its
-objective values and constraints (:func:`tuner.search.objectives.evaluate`).
+state, objective values and constraints (:func:`tuner.search.objectives.evaluate`).
+
+A measured trial is told COMPLETE with its values. A failed one (oom, crash, startup failure, a pre-launch
+rule...) is told PRUNED without values when the study's sampler reads PRUNED trials (TPE: it files the trial
+among the infeasible ones by its violated constraints, so it keeps learning the region is bad, while
+Optuna's plots, parameter importance and optuna-dashboard, which read COMPLETE trials, see no made-up
+values), else COMPLETE with penalty values (GP, NSGA-II): :meth:`tuner.search.objectives.Evaluation.told`.
+Never FAIL, never dropped: FAIL is kept for trials that say nothing about their configuration (interrupted,
+surplus, duplicates).
 
 The reporter hears ``phase("saving")`` once the first attribute is stored (the trial still RUNNING). A trial
 another worker took for dead meanwhile (no heartbeat) is already finished in the storage: its result is
@@ -19,19 +27,25 @@ from tuner.progress import FinishedTrial, Reporter
 from tuner.search import record, workers
 from tuner.search.objectives import evaluate
 from tuner.search.record import result_attrs
+from tuner.search.samplers import reads_pruned
 from tuner.search.study import StudyHandle
 
 
 def tell(
     handle: StudyHandle, spec: StudySpec, trial: optuna.Trial, result: TrialResult, reporter: Reporter
 ) -> FinishedTrial:
-    """Store ``result`` as ``trial``'s record and tell it COMPLETE (see the module docstring)."""
+    """Store ``result`` as ``trial``'s record and tell it (see the module docstring)."""
     ev = evaluate(spec, result)
+    state, values = ev.told(prune_failures=reads_pruned(spec.sampler))
+    as_list = record.constraints_as_list(handle.study)
     redact = spec_redactor(spec).obj
     try:
-        record.write(trial, result, ev, redact=redact, after_first=lambda: reporter.phase("saving"))
-        handle.study.tell(trial, ev.values)
+        record.write(
+            trial, result, ev, redact=redact, after_first=lambda: reporter.phase("saving"), as_list=as_list
+        )
+        handle.study.tell(trial, values, state=state)
     except UpdateFinishedTrialError:
-        workers.store_copy(handle, trial, ev, redact(result_attrs(result, ev)))
+        attrs = redact(result_attrs(result, ev))
+        workers.store_copy(handle, trial, state, values, attrs, record.constraint_system_attrs(ev, as_list))
         reporter.message(f"trial {trial.number} had been taken for dead; its result is stored as a new trial")
     return FinishedTrial(result.message or "", ev.feasible, ev.values, spec.metric_names, handle.study)

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from tuner.config.argv import trial_flags
 from tuner.config.spec import StudySpec
-from tuner.search.record import CompileKeyRecord, study_launches
+from tuner.search.record import FINISHED_STATES, CompileKeyRecord, study_launches
 from tuner.search.restart_cost import RestartCost, cache_identity, compile_key
 from tuner.search.samplers import set_trial_cost
 from tuner.server.env import server_env
@@ -35,7 +34,7 @@ class TrialCosts:
 
     def before_ask(self, study: optuna.Study) -> None:
         """Learn the costs from ``study``'s finished trials; give them to its sampler when it ranks by cost."""
-        launches = study_launches(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        launches = study_launches(study.get_trials(deepcopy=False, states=FINISHED_STATES))
         self._cost = RestartCost.learn(launches, cache=self.cache, key_of=self.key_of)
         if self._aware:
             set_trial_cost(study.sampler, self._cost, self._mode)

@@ -7,7 +7,7 @@
   record), no heartbeat for ``grace_s`` (:data:`GRACE_S`). A trial of this very process is alive only while
   one of its loops runs it (:func:`running_here`).
 * **Resume** — :func:`repair_orphans` marks every RUNNING trial of a dead worker FAIL with user attr
-  ``interrupted`` and queues its params again (:func:`requeue`: ``enqueue_trial``), unless a COMPLETE or
+  ``interrupted`` and queues its params again (:func:`requeue`: ``enqueue_trial``), unless a finished or
   queued trial already has them; a repeat of ``tuner confirm`` is queued again as a repeat (``repeat_of``). The state change is atomic, so with several workers only the one that made
   it re-queues.
 * **Many workers** — any number of processes may run the same study on one database: storage calls are
@@ -30,7 +30,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,6 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config.spec import StudySpec
-from tuner.search.objectives import Evaluation
 from tuner.search.record import (
     ATTR_BASELINE,
     ATTR_BASELINE_FLAGS,
@@ -51,6 +50,7 @@ from tuner.search.record import (
     ATTR_REQUEUED_FROM,
     ATTR_SURPLUS,
     ATTR_WORKER,
+    FINISHED_STATES,
     repeat_of,
 )
 from tuner.search.study import StudyHandle
@@ -179,7 +179,7 @@ def give_back(handle: StudyHandle, trial: optuna.Trial, spec: StudySpec, attrs: 
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, spec: StudySpec) -> bool:
-    """Queue ``trial``'s params again, unless a COMPLETE or queued trial has them, or they are incomplete
+    """Queue ``trial``'s params again, unless a finished or queued trial has them, or they are incomplete
     (interrupted while being suggested). A repeat (``repeat_of``) is queued again as a repeat of the same
     trial whatever else has its params: repeating them is its point. Returns whether it queued."""
     is_base = bool(trial.user_attrs.get(ATTR_BASELINE))
@@ -201,7 +201,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial, spec: StudySpec) -> bool:
 
 
 def _unqueued(study: optuna.Study, params: Mapping[str, Any], is_base: bool) -> bool:
-    """No COMPLETE trial and no queued trial (repeats aside) has these params."""
+    """No finished trial and no queued trial (repeats aside) has these params."""
     if finished_twin(study, params, is_base) is not None:
         return False
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
@@ -215,34 +215,42 @@ def _unqueued(study: optuna.Study, params: Mapping[str, Any], is_base: bool) -> 
 
 
 def finished_twin(study: optuna.Study, params: Mapping[str, Any], is_base: bool) -> int | None:
-    """The number of a COMPLETE trial with the same params (and baseline-ness), or None."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    """The number of a finished trial (COMPLETE or PRUNED) with the same params (and baseline-ness), or None."""
+    for t in study.get_trials(deepcopy=False, states=FINISHED_STATES):
         if bool(t.user_attrs.get(ATTR_BASELINE)) == is_base and t.params == dict(params):
             return t.number
     return None
 
 
 def finished_copy(study: optuna.Study, requeued_from: int) -> int | None:
-    """The number of a COMPLETE trial that stores the result of trial ``requeued_from`` (``copy_of``: it was
+    """The number of a finished trial that stores the result of trial ``requeued_from`` (``copy_of``: it was
     taken for dead but finished), or None. How a queued repeat finds it need not run again."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in study.get_trials(deepcopy=False, states=FINISHED_STATES):
         if t.user_attrs.get(ATTR_COPY_OF) == requeued_from:
             return t.number
     return None
 
 
-def store_copy(handle: StudyHandle, trial: optuna.Trial, ev: Evaluation, attrs: Mapping[str, Any]) -> None:
-    """Store the result of ``trial``, taken for dead by another worker, as a COMPLETE trial of its own
-    (user attr ``copy_of``)."""
+def store_copy(
+    handle: StudyHandle,
+    trial: optuna.Trial,
+    state: TrialState,
+    values: Sequence[float] | None,
+    attrs: Mapping[str, Any],
+    system_attrs: Mapping[str, Any],
+) -> None:
+    """Store the result of ``trial``, taken for dead by another worker, as a finished trial of its own
+    (``state`` and ``values`` as :func:`tuner.search.tell.tell` would tell them; the record's user
+    attributes and constraint system attributes; user attr ``copy_of``)."""
     frozen = handle.frozen(trial.number)
     copy = optuna.trial.create_trial(
+        state=state,
         params=dict(frozen.params),
         distributions=dict(frozen.distributions),
-        values=ev.values,
+        values=None if values is None else list(values),
         user_attrs={**frozen.user_attrs, **attrs, ATTR_COPY_OF: trial.number},
+        system_attrs=dict(system_attrs),
     )
-    for k, c in ev.constraints.items():
-        copy.set_constraint(k, c)
     handle.study.add_trial(copy)
 
 
@@ -278,8 +286,7 @@ def surplus(handle: StudyHandle, trial: optuna.Trial, spec: StudySpec, budget: i
     budget (two workers asked at once); a repeat is never surplus."""
     if repeat_of(trial) is not None:
         return False
-    states = (TrialState.COMPLETE, TrialState.RUNNING)
-    trials = handle.study.get_trials(deepcopy=False, states=states)
+    trials = handle.study.get_trials(deepcopy=False, states=(*FINISHED_STATES, TrialState.RUNNING))
     ahead = sum(t.number < trial.number and repeat_of(t) is None for t in trials)
     if ahead < budget:
         return False
