@@ -14,9 +14,7 @@ from tuner.measure.capacity import meets
 from tuner.measure.metrics import summarize
 from tuner.measure.watch import StepWatch
 
-PROMPTS = [
-    Conversation((Turn(Prompt(text=f"p{i} " * 8, messages=None, n_tokens=9), 4),)) for i in range(400)
-]
+PROMPTS = [Conversation((Turn(Prompt(text=f"p{i} " * 8, messages=None, n_tokens=9), 4),)) for i in range(400)]
 SLO = {"ttft_p99": 100.0}
 
 

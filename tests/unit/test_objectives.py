@@ -89,7 +89,6 @@ def test_single_objective() -> None:
     assert penalty(spec, "oom").values == [0.0]
 
 
-
 def test_a_trial_scored_at_a_step_cut_short_is_infeasible() -> None:
     """No step passed and the scored one was cut short over ITL p99: the figures of its finished
     requests may lie within the limit (seen on the H200: 49.5 ms under 50), the trial is still infeasible."""
