@@ -104,12 +104,12 @@ def _noise_lines(study: Any, number: int) -> list[str]:
     from tuner.search.record import read
 
     metric = metric_names(study)[0]
-    found = spreads(read(t) for t in study.get_trials(deepcopy=False))
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    found = spreads((read(t) for t in study.get_trials(deepcopy=False)), maximize)
     mine = found.get(number)
     if mine is None or not mine.confirmed:
         return [""]
     lines = [f" ({label(metric)} {mine.describe(unit(metric))} over {mine.n} runs)"]
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     other = runner_up(number, found, maximize)
     if other is not None and within_noise(mine, other):
         lines.append(noise_note(mine, other, unit(metric)))

@@ -3,8 +3,8 @@
 
 :func:`trial_rows` — one row per trial, in trial order: ``trial``, ``state`` (Optuna's), ``status``
 (``ok`` or the failure class), ``is_baseline``, ``repeat_of``, ``load`` (the scored step's), ``objectives``
-(tuner's metric names -> the value told to Optuna), ``slo`` (each limit: value, limit, within) and
-``meets_slo``.
+(tuner's metric names -> the measured value; {} for a failed trial, whatever it was told), ``slo`` (each
+limit: value, limit, within) and ``meets_slo``.
 
 :func:`trial_detail` — one trial: the row, and ``params``, ``flags`` (effective), ``argv`` and ``log_tail``
 (secrets masked), ``message``, ``steps`` (every measured step: load, throughput, every SLO figure with its
@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial
 from tuner.config.redact import Redactor
 from tuner.errors import UsageError
 from tuner.measure.metrics import Summary
+from tuner.measure.watch import settled_metric
 from tuner.report.envelope import load_text
 from tuner.report.fmt import fmt_num
 from tuner.report.names import label, score_label, unit
@@ -36,7 +37,7 @@ from tuner.search.record import TrialRecord, read
 def _row(rec: TrialRecord, names: Sequence[str], slo: Mapping[str, float]) -> dict[str, Any]:
     result = rec.result
     metrics = dict(result.metrics or {}) if result else {}
-    checks = slo_checks(metrics, slo) if metrics else {}
+    checks = _settled(slo_checks(metrics, slo), metrics.get("pruned")) if metrics else {}
     return {
         "trial": rec.number,
         "state": rec.state.name,
@@ -44,12 +45,23 @@ def _row(rec: TrialRecord, names: Sequence[str], slo: Mapping[str, float]) -> di
         "is_baseline": rec.is_baseline,
         "repeat_of": rec.repeat_of,
         "load": dict(metrics.get("load") or {}),
-        "objectives": dict(zip(names, rec.values, strict=False)) if rec.values else {},
+        "objectives": dict(zip(names, rec.scored_values, strict=False)) if rec.scored_values else {},
         "slo": checks,
-        "meets_slo": rec.feasible
+        "meets_slo": False
+        if metrics.get("pruned")
+        else rec.feasible
         if rec.feasible is not None
         else (all(c["within"] for c in checks.values()) if checks else None),
     }
+
+
+def _settled(checks: dict[str, dict[str, Any]], pruned: str | None) -> dict[str, dict[str, Any]]:
+    """``checks`` of a step cut short once ``pruned`` said a limit was settled broken: that limit is not
+    within, whatever the finished requests' figures say (:func:`tuner.measure.capacity.meets`)."""
+    name = settled_metric(pruned) if pruned else None
+    if name in checks:
+        checks[name] = {**checks[name], "within": False, "settled": True}
+    return checks
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -108,7 +120,7 @@ def _step(step: Mapping[str, Any], slo: Mapping[str, float], scored: bool) -> di
         "output_throughput": thr if math.isfinite(thr) else None,
         "completed": s.completed,
         "failed": s.failed,
-        "slo": slo_checks(step, slo),
+        "slo": _settled(slo_checks(step, slo), s.pruned),
         "scored": scored,
         "pruned": s.pruned,
     }
@@ -116,7 +128,16 @@ def _step(step: Mapping[str, Any], slo: Mapping[str, float], scored: bool) -> di
 
 def _checks_text(checks: Mapping[str, Mapping[str, Any]]) -> str:
     return ", ".join(
-        f"{label(m)} {'-' if c['value'] is None else fmt_num(c['value'])}{' ok' if c['within'] else ' OVER'}"
+        f"{label(m)} {'-' if c['value'] is None else fmt_num(c['value'])}"
+        + (
+            " OVER (settled)"
+            if c.get("settled")
+            else ""
+            if c["value"] is None
+            else " ok"
+            if c["within"]
+            else " OVER"
+        )
         for m, c in checks.items()
     )
 
@@ -154,15 +175,43 @@ def measured_text(row: Mapping[str, Any], capacity: bool = False) -> str:
     return "; ".join(parts)
 
 
+def _value(v: Any) -> str:
+    """A flag value for a person: floats without binary noise (0.30000000000000004 -> 0.3)."""
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _bracket_text(b: Any) -> str:
+    """``bracket 56-60 (7.1 %, within the 10 % resolution)``, or why there is none."""
+    if not isinstance(b, Mapping):
+        return "no bracket"
+    lo, hi = b.get("passing"), b.get("failing")
+    span = (
+        f"below {fmt_num(hi)}"
+        if lo is None and hi is not None
+        else f"above {fmt_num(lo)}"
+        if hi is None and lo is not None
+        else f"{fmt_num(lo)}-{fmt_num(hi)}"
+        if lo is not None and hi is not None
+        else "none"
+    )
+    res = b.get("resolution")
+    width = b.get("width")
+    how = f"{width * 100:.1f} %" if isinstance(width, (int, float)) else "open"
+    if res is not None:
+        how += f", {'within' if b.get('within') else 'not within'} the {res * 100:g} % resolution"
+    reason = f": {b['reason']}" if b.get("reason") else ""
+    return f"bracket {span} ({how}){reason}"
+
+
 def detail_lines(d: Mapping[str, Any]) -> list[str]:
     """:func:`trial_detail` for a person, one fact a line."""
     lines = [row_line(d, d["capacity_mode"])]
     if d["message"]:
         lines.append(f"message: {d['message']}")
     if d["params"]:
-        lines.append("params: " + ", ".join(f"{k}={v}" for k, v in d["params"].items()))
+        lines.append("params: " + ", ".join(f"{k}={_value(v)}" for k, v in d["params"].items()))
     if d["flags"]:
-        lines.append("flags: " + ", ".join(f"{k}={v}" for k, v in d["flags"].items()))
+        lines.append("flags: " + ", ".join(f"{k}={_value(v)}" for k, v in d["flags"].items()))
     if d["argv"]:
         lines.append("argv: " + " ".join(d["argv"]))
     if d["slo_limits"]:
@@ -180,7 +229,8 @@ def detail_lines(d: Mapping[str, Any]) -> list[str]:
         )
     cap = d["capacity"]
     if cap.get("bracket") or cap.get("stop"):
-        lines.append(f"capacity: bracket {cap.get('bracket')}, stopped: {cap.get('stop')}")
+        bracket, stop = _bracket_text(cap.get("bracket")), cap.get("stop")
+        lines.append(f"capacity: {bracket}" + (f"; stopped: {stop}" if stop and stop not in bracket else ""))
     extras = [("startup", d["startup_s"] and f"{d['startup_s']:.1f} s"), ("bottleneck", d["bottleneck"])]
     extras += [("vLLM", d["vllm_version"]), ("hardware", d["hardware"])]
     shown = [f"{k} {v}" for k, v in extras if v]
