@@ -11,7 +11,7 @@ MODEL ?= models/tiny
 STUDY ?= studies/demo-cpu.yaml
 
 
-.PHONY: browser bench-dashboard pg-server install demo test test-fast lint typecheck bench-load bench-search bench-restart calibrate clean
+.PHONY: browser bench-dashboard pg-server install demo test test-fast lint typecheck bench-load bench-search bench-warmstart bench-parallel bench-restart calibrate clean
 
 install: $(STAMP)
 
@@ -69,6 +69,12 @@ bench-load: install
 
 bench-search: install
 	$(BIN)/python bench/search_efficiency.py
+
+bench-warmstart: install
+	$(BIN)/python bench/warmstart.py
+
+bench-parallel: install
+	$(BIN)/python bench/parallel.py --write
 
 bench-restart: install
 	$(BIN)/python bench/restart_cost.py

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.search.record import FINISHED_STATES
 from tuner.server.procs import pid_alive, process_cmdline, process_group_members
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,13 +211,13 @@ def params_key(t: FrozenTrial) -> tuple[Any, ...]:
 
 
 def assert_study_whole(fs: FakeStudy, budget: int, storage: str | None = None) -> list[FrozenTrial]:
-    """The budget is met, nothing RUNNING or queued, no configuration measured twice, trial numbers
-    unique. Returns the trials."""
+    """The budget is met (finished trials: COMPLETE, or PRUNED when failed), nothing RUNNING or queued, no
+    configuration measured twice, trial numbers unique. Returns the trials."""
     trials = fs.trials(storage)
     assert not by_state(trials, TrialState.RUNNING, TrialState.WAITING), [(t.number, t.state) for t in trials]
-    complete = by_state(trials, TrialState.COMPLETE)
-    assert len(complete) == budget, [(t.number, t.state, t.user_attrs.get("status")) for t in trials]
-    keys = [params_key(t) for t in complete]
+    finished = by_state(trials, *FINISHED_STATES)
+    assert len(finished) == budget, [(t.number, t.state, t.user_attrs.get("status")) for t in trials]
+    keys = [params_key(t) for t in finished]
     assert len(keys) == len(set(keys)), keys
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) == max(numbers) + 1

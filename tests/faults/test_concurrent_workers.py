@@ -154,6 +154,31 @@ def test_two_workers_on_one_postgresql_study(fake_study: Callable[..., FakeStudy
         timeout=120,
     )
     assert status.returncode == 0 and "6/6 finished" in status.stdout, status.stderr
+    _dashboard_reads(postgres_url, fs.name, 6)
+
+
+def _dashboard_reads(url: str, name: str, finished: int) -> None:
+    """``tuner dashboard`` over the same PostgreSQL study: the study page lists every trial, and its storage
+    refuses writes (a read-only transaction)."""
+    import asyncio
+    import re
+
+    import optuna
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from tuner.web.app import make_app
+    from tuner.web.readonly import open_readonly
+
+    async def browse() -> tuple[int, str]:
+        async with TestClient(TestServer(make_app(open_readonly(url), url=url, environ={}))) as c:
+            resp = await c.get(f"/study/{name}")
+            return resp.status, await resp.text()
+
+    code, page = asyncio.run(browse())
+    shown = re.search(r'id="trials" data-count="(\d+)"', page)
+    assert code == 200 and shown is not None and int(shown.group(1)) >= finished, page[:2000]
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        open_readonly(url).create_new_study([optuna.study.StudyDirection.MINIMIZE], "another")
 
 
 def start_tuner_args(*args: str) -> list[str]:

@@ -85,7 +85,7 @@ def test_engine_killed_mid_load_is_crashed_and_study_goes_on(
 
     trials = assert_study_whole(fs, budget=3)
     crashed = trials[1]
-    assert crashed.state == TrialState.COMPLETE and crashed.user_attrs["status"] == "crashed"
+    assert crashed.state == TrialState.PRUNED and crashed.user_attrs["status"] == "crashed"
     assert crashed.user_attrs["feasible"] is False and crashed.constraints["failed"] == 1.0
     tail = crashed.user_attrs["log_tail"]
     assert tail and any("Started server process" in line for line in tail)

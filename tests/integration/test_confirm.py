@@ -202,7 +202,8 @@ def test_best_and_status_report_mean_spread_and_noise(
     assert code == 0 and "serve" in out
     lines = err.strip().splitlines()
     assert lines[0].startswith("picked trial ") and " over 3 runs" in lines[0] and " ± " in lines[0]
-    assert "are within noise:" in lines[1] and lines[1].endswith("tok/s") and len(lines) == 2
+    assert "are within noise:" in lines[1] and lines[1].endswith("tok/s") and len(lines) == 3
+    assert lines[2].startswith("best: trial ") and "vs vLLM's defaults (trial 0: " in lines[2]
     code, out, err = cli(capsys, "status", study_file)
     assert code == 0 and "6/6 finished" in out
     assert "confirmed (output_throughput, " in out and "over 3 runs (within noise of #" in out

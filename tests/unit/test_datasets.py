@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tuner.config.paths import resolve_file
 from tuner.config.workload import DatasetSpec, Workload
 from tuner.errors import SpecError
-from tuner.load.datasets import read_dataset, read_int_column, resolve_file
+from tuner.load.datasets import read_dataset, read_int_column
 
 SHAREGPT = [
     {"id": "a", "conversations": [{"from": "human", "value": "Hello there"}, {"from": "gpt", "value": "Hi! How can I help?"},

@@ -113,7 +113,14 @@ def test_compose_structure() -> None:
     data = _compose()
     assert set(data) <= COMPOSE_TOP | {k for k in data if k.startswith("x-")}
     services = data["services"]
-    assert list(services) == ["tuner"]
+    assert list(services) == ["tuner", "postgres", "worker"]
+    # the database and the workers of many hosts only start with --profile many
+    assert services["postgres"]["profiles"] == ["many"] and services["worker"]["profiles"] == ["many"]
+    assert services["worker"]["extends"] == "tuner"
+    worker = services["worker"]["command"]
+    assert worker[0] == "run" and worker[worker.index("--gpus") + 1] == "all"
+    assert worker[worker.index("--storage") + 1].startswith("postgresql+psycopg://")
+    assert "tuner-pg" in data["volumes"]
     svc = services["tuner"]
     assert set(svc) <= SERVICE_KEYS, set(svc) - SERVICE_KEYS
     build = svc["build"]

@@ -15,6 +15,8 @@ from tuner.report.envelope import (
     Step,
     build,
     envelope,
+    load_kind,
+    load_level,
     load_text,
     max_failed_fraction,
     primary_latency,
@@ -143,7 +145,7 @@ def test_envelope_matches_independent_dominance(seed: int) -> None:
     assert {(p.throughput, p.latency["ttft_p99"]) for p in front} == independent_front(pts)
     assert len(front) == len({(p.throughput, p.latency["ttft_p99"]) for p in front})  # one of each tie
     thr = [p.throughput for p in front]
-    lat = [p.latency["ttft_p99"] for p in front]
+    lat = [p.latency["ttft_p99"] or 0.0 for p in front]  # every step of the front has one
     assert thr == sorted(thr) and lat == sorted(lat)  # the envelope rises: more throughput, more latency
 
 
@@ -164,6 +166,18 @@ def test_load_text() -> None:
     assert load_text({"request_rate": 2.5, "duration_s": 30}) == "2.5 req/s"
     assert load_text({"request_rate": 2.5}, short=True) == "2.5/s"
     assert load_text({}) == "-"
+
+
+def test_load_of_a_replayed_trace_and_of_rate_arrivals() -> None:
+    trace = {"arrivals": "trace", "trace_scale": 2.0, "requests": 300}
+    assert (load_level(trace), load_kind(trace)) == (2.0, "trace_scale")
+    assert load_text(trace) == "trace x2" and load_text(trace, short=True) == "x2"
+    gamma = {"request_rate": 4.0, "arrivals": "gamma", "burstiness": 0.5, "requests": 200}
+    assert (load_level(gamma), load_kind(gamma)) == (4.0, "request_rate")
+    assert load_text(gamma) == "4 req/s gamma b=0.5" and load_text(gamma, short=True) == "4/s"
+    assert load_text({"request_rate": 2.5, "arrivals": "constant"}) == "2.5 req/s constant"
+    assert load_text({"request_rate": 2.5, "arrivals": "poisson"}) == "2.5 req/s"
+    assert load_kind({"requests": 10}) is None and load_level({"concurrency": True}) is None
 
 
 def test_step_table_and_csv() -> None:

@@ -188,7 +188,19 @@ def test_dict_round_trip() -> None:
 
 def test_distribution_of_nothing() -> None:
     d = Distribution.of([])
-    assert d.count == 0 and d.to_dict() == {"mean": None, "p50": None, "p90": None, "p99": None}
+    assert d.count == 0 and d.to_dict() == {"mean": None, "p50": None, "p90": None, "p95": None, "p99": None}
+
+
+def test_p95_sits_between_p90_and_p99_and_older_summaries_read_without_it() -> None:
+    d = Distribution.of(list(range(101)))  # 0..100 ms: the q-th percentile is q
+    assert (d.p50, d.p90, d.p95, d.p99) == (50.0, 90.0, 95.0, 99.0)
+    assert list(d.to_dict()) == ["mean", "p50", "p90", "p95", "p99"]
+    s = summarize([fast(), slow()])
+    assert s.metric("ttft_p95") == s.ttft_ms.p95 and s.ttft_ms.p90 <= s.ttft_ms.p95 <= s.ttft_ms.p99
+    stored = s.to_dict()
+    del stored["ttft_ms"]["p95"]  # a summary stored before p95 was kept
+    old = Summary.from_dict(stored)
+    assert math.isnan(old.metric("ttft_p95")) and old.ttft_ms.p99 == s.ttft_ms.p99
 
 
 def test_records_to_dicts() -> None:

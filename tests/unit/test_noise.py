@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
 import pytest
 
-from tuner.report.noise import Spread, noise_note, runner_up, spreads, within_noise
+from tuner.report.noise import Spread, failed_score, noise_note, runner_up, spreads, within_noise
 from tuner.report.status import confirmed, describe_confirmed
 from tuner.search.confirm import front_of_originals, leaders, plan
 from tuner.search.record import (
@@ -68,6 +69,23 @@ def test_a_failed_repeat_counts_with_its_told_score_and_failed_originals_have_no
     )
     assert set(found) == {1}
     assert (found[1].n, found[1].low, found[1].mean) == (2, 0.0, 50.0)
+
+
+def test_a_failed_repeat_told_pruned_counts_as_the_worst_score() -> None:
+    pruned = optuna.trial.TrialState.PRUNED
+    records = [
+        rec(1, 100.0),
+        rec(2, 0.0, repeat_of=1, status="crashed", feasible=False, state=pruned),  # no values
+        rec(3, 90.0, repeat_of=1),
+        rec(4, 0.0, status="oom", feasible=False, state=pruned),
+        rec(5, 40.0, repeat_of=4),  # a repeat of a failed original
+    ]
+    assert [r.values for r in records if r.state == pruned] == [None, None]
+    found = spreads(records)
+    assert set(found) == {1} and (found[1].n, found[1].low, found[1].high) == (3, 0.0, 100.0)
+    slow = spreads(records, maximize=False)[1]  # a latency: a failure is worse than any figure
+    assert (slow.n, slow.low, slow.high) == (3, 90.0, math.inf)
+    assert failed_score(True) == 0.0 and failed_score(False) == math.inf
 
 
 def test_repeats_still_running_are_not_scores() -> None:

@@ -17,7 +17,7 @@ from tuner.errors import TunerError, UsageError
 from tuner.report.machine import front_csv
 from tuner.report.pareto import pareto_rows, pick, report_rows, step_rows, step_view
 from tuner.report.plot import write_plot
-from tuner.report.table import rich_table
+from tuner.report.table import legend, rich_table
 
 DISTS = {"max-num-seqs": IntDistribution(1, 64), "gpu-memory-utilization": FloatDistribution(0.1, 0.9)}
 
@@ -306,6 +306,9 @@ def test_the_table_shows_the_spread_over_repeats() -> None:
     # trial, 2 flags, load, throughput + its change (narrow: the first objective's change only), TTFT p99
     assert len(rich_table(rows).columns) == 1 + 2 + 1 + 2 + 1  # no repeats: no spread column
     rows[0]["spread"] = {"trial": 1, "n": 3, "mean": 1300.0, "low": 1260.0, "high": 1340.0}
-    table = rich_table(rows)
-    assert table.columns[-1].header == "output throughput\nover repeats"
+    table = rich_table(rows, width=160)
+    assert table.columns[-1].header == "output throughput over repeats"
     assert list(table.columns[-1].cells) == ["1,300 ± 40 (n=3)"]
+    # narrow: no column; the repeats are listed under the table
+    assert len(rich_table(rows).columns) == 1 + 2 + 1 + 2 + 1
+    assert "#1 1,300 ± 40 over 3" in legend(rows, width=80)

@@ -76,6 +76,38 @@ def test_the_picture(study: optuna.Study) -> None:
     assert "concurrency 64" in base.hover[1] and "vLLM defaults" in base.hover[1] and "OVER" in base.hover[1]
 
 
+def test_labels_can_be_left_out(study: optuna.Study) -> None:
+    view = step_view(study)
+    drawn, bare = picture(view, "t"), picture(view, "t", labels=False)
+    assert all(p.load_labels and p.trial_labels for p in drawn.panels)
+    assert all(not p.load_labels and not p.trial_labels for p in bare.panels)
+    assert [p.curves for p in bare.panels] == [p.curves for p in drawn.panels]
+    assert [p.front for p in bare.panels] == [p.front for p in drawn.panels]
+
+
+@pytest.mark.parametrize(
+    ("loads", "axis"),
+    [
+        ([{"concurrency": 8}, {"concurrency": 16}], "concurrency"),
+        ([{"request_rate": 2.0}, {"request_rate": 4.0, "arrivals": "gamma"}], "request rate (req/s)"),
+        (
+            [{"arrivals": "trace", "trace_scale": 1.0}, {"arrivals": "trace", "trace_scale": 2.0}],
+            "trace speed-up (x)",
+        ),
+        ([{"concurrency": 8}, {"request_rate": 4.0}], "concurrency / request rate (req/s)"),
+    ],
+)
+def test_the_load_axis_says_what_the_level_is(loads: list[dict[str, Any]], axis: str) -> None:
+    s = optuna.create_study(study_name="axis", directions=["maximize", "minimize"])
+    s.set_user_attr("metric_names", ["output_throughput", "ttft_p99"])
+    steps = [{**step(8, 100.0 * (i + 1), 100.0, 10.0), "load": load} for i, load in enumerate(loads)]
+    add(s, steps)
+    pic = picture(step_view(s), "t")
+    assert pic.load_axis == axis
+    if "trace_scale" in loads[0]:  # labelled by the trace's speed-up
+        assert any("x2" in text for p in pic.panels for _, _, text in p.load_labels)
+
+
 def test_the_png_figure(study: optuna.Study, tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 

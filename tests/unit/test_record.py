@@ -20,6 +20,7 @@ from tuner.measure.metrics import Summary
 from tuner.measure.result import TrialResult
 from tuner.search.objectives import Evaluation
 from tuner.search.record import (
+    ATTR_HEARTBEAT,
     CompileKeyRecord,
     launch_of,
     read,
@@ -103,6 +104,7 @@ RESULT = TrialResult(
     env={"vllm_version": "0.26.0", "hardware": "H200"},
     memory_check={"fits": True},
     bottleneck="kv-bound",
+    traffic={"kind": "sharegpt", "requests": 300, "digest": "ab" * 32},
 )
 EV = Evaluation(values=[0.0], constraints={"failed": 1.0}, failure=None)
 
@@ -142,6 +144,15 @@ def test_write_then_read_gives_the_result_back() -> None:
     assert len(rec.result.steps) == 2 and rec.result.scored_step == 1
     assert rec.result.flags == {"max-num-seqs": 64} and rec.result.memory_check == {"fits": True}
     assert rec.result.startup_s is None and rec.result.bottleneck == "kv-bound"
+    assert rec.result.traffic == RESULT.traffic and rec.heartbeat_at is None
+
+
+def test_the_heartbeat_and_what_was_sent_read_from_the_record() -> None:
+    rec = read(frozen({ATTR_HEARTBEAT: 1700000000.5, "result": {"traffic": {"kind": "random"}}}))
+    assert rec.heartbeat_at == 1700000000.5
+    assert rec.result is not None and rec.result.traffic == {"kind": "random"}
+    older = read(frozen({ATTR_HEARTBEAT: "soon", "result": {"steps": []}}))
+    assert older.heartbeat_at is None and older.result is not None and older.result.traffic == {}
 
 
 def test_write_redacts_before_storing() -> None:

@@ -155,3 +155,44 @@ def test_a_step_cut_short_over_a_limit_is_shown_over_it(tmp_path: Path) -> None:
     assert d["steps"][0]["slo"]["ttft_p99"]["within"] is True
     text = "\n".join(detail_lines(d))
     assert "ITL p99 49.5 OVER (settled)" in text and "bracket below 32" in text
+
+
+def test_the_last_line_says_the_best_against_vllms_defaults(tmp_path: Path) -> None:
+    from tuner.report.pareto import versus_defaults
+    from tuner.report.trials import find_trial
+
+    db = tmp_path / "refined.db"
+    shutil.copy(H200 / "h200-llama8b-refined.db", db)
+    study = optuna.load_study(study_name="h200-llama8b-refined", storage=f"sqlite:///{db}")
+    line = versus_defaults(study, find_trial(study, 5))
+    assert line == (
+        "best: trial 5, +72.4 % SLO capacity under TTFT p99 <= 1000 ms, ITL p99 <= 50 ms vs vLLM's "
+        "defaults (trial 0: 3513 tok/s at load 32)"
+    )
+    assert versus_defaults(study, find_trial(study, 0)).startswith(
+        "best: vLLM's defaults (trial 0); no searched"
+    )
+
+
+def test_show_puts_the_simulators_prediction_beside_the_measurement(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    from tuner.report.trials import detail_lines, trial_detail
+    from tuner.search.record import ATTR_PREDICTION
+
+    db = tmp_path / "refined.db"
+    shutil.copy(H200 / "h200-llama8b-refined.db", db)
+    pred = {"feasible": True, "metrics": {"output_throughput": 5402.0, "ttft_p99": 940.0}, "level": 56}
+    with sqlite3.connect(db) as con:  # a finished trial cannot be changed through Optuna: write the row
+        (tid,) = con.execute("select trial_id from trials where number = 5").fetchone()
+        con.execute(
+            "insert into trial_user_attributes (trial_id, key, value_json) values (?, ?, ?)",
+            (tid, ATTR_PREDICTION, json.dumps(pred)),
+        )
+    study = optuna.load_study(study_name="h200-llama8b-refined", storage=f"sqlite:///{db}")
+    d = trial_detail(study, 5)
+    assert d["predicted"]["errors"]["output_throughput"] == pytest.approx(5402 / 6054.94 - 1, abs=1e-4)
+    text = "\n".join(detail_lines(d))
+    assert "predicted by the simulator: feasible at load 56;" in text and "5402 (-11 %)" in text, text
+    assert trial_detail(study, 6)["predicted"] is None

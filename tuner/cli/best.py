@@ -33,6 +33,7 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace, console: Console) -> int:
     from tuner.config.paths import check_model_access, resolve_model
     from tuner.report.export import env_file, serve_args, server_env, to_command, to_yaml
+    from tuner.report.pareto import versus_defaults
 
     spec = load_spec(args.study)
     check_model_access(spec)  # a folder not here is fine (the export may run elsewhere); unreadable is not
@@ -52,6 +53,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     text = to_command(model, flags, env) + "\n" if args.export == "cmd" else to_yaml(model, flags, env)
     if out is None:
         console.print(text)
+        console.info(versus_defaults(study, trial))
         return 0
     try:
         out.write_text(text)
@@ -62,6 +64,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     except OSError as e:
         console.abort(f"cannot write {out}: {e.strerror or e}", EXIT_FAILURE)
     console.info(f"trial {trial.number} ({how}) written to {out}")
+    console.info(versus_defaults(study, trial))
     return 0
 
 

@@ -1,18 +1,21 @@
-"""``tuner run`` / ``tuner resume STUDY.yaml [--n-trials N] [--timeout 8h] [--storage URL] [--accept-changes]``:
+"""``tuner run`` / ``tuner resume STUDY.yaml [--n-trials N] [--timeout 8h] [--storage URL] [--gpus all|0,1]
+[--accept-changes]``:
 create the study or go on with it, up to its budget (``resume`` refuses a study that does not exist yet; a
 study file changed in a way that invalidates the stored trials is refused unless ``--accept-changes``:
-:mod:`tuner.search.study`)."""
+:mod:`tuner.search.study`). ``--gpus``: trials in parallel on those GPUs (:mod:`tuner.search.parallel`)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 
 from tuner.cli.common import preflight
 from tuner.cli.output import Console
-from tuner.config.spec import load_spec
+from tuner.config.spec import StudySpec, load_spec
 from tuner.errors import UsageError
+from tuner.server.env import VISIBLE_DEVICES_ENV
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
@@ -23,6 +26,11 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--n-trials", type=positive_int, help="the budget of finished trials (stored)")
     c.add_argument("--timeout", help="stop starting trials after this long: 8h, 30m, 90s")
     c.add_argument("--storage", help="storage URL (default: the study file's, else sqlite beside it)")
+    c.add_argument(
+        "--gpus",
+        help="run trials in parallel, each on its own GPUs (tensor-parallel-size x pipeline-parallel-size "
+        "of them): all, or a list of indices or UUIDs like 0,1,2,3 (default: the study file's resources.gpus)",
+    )
     add_accept_changes(c)
 
 
@@ -46,6 +54,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         from tuner.search.storage import parse_url
 
         parse_url(args.storage)
+    gpus = resolve_gpus(args.gpus, spec)
     preflight(spec, console)
     with RichReporter() as reporter:
         outcome = run_study(
@@ -56,6 +65,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
             reporter=reporter,
             must_exist=args.command == "resume",
             accept_changes=args.accept_changes,
+            gpus=gpus,
         )
     note = f" (repaired interrupted trials {outcome.repaired})" if outcome.repaired else ""
     console.info(
@@ -64,6 +74,34 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     )
     console.info(f"see the front: tuner pareto {args.study}")
     return 0
+
+
+def resolve_gpus(arg: str | None, spec: StudySpec) -> tuple[str, ...]:
+    """The GPUs for parallel trials: ``--gpus``, else the study file's ``resources.gpus``, else none (one
+    trial at a time). ``all``: the GPUs NVML sees (those of ``CUDA_VISIBLE_DEVICES`` when it is set).
+    Raises :class:`UsageError`."""
+    from tuner.search.slots import PlacementError, parse_gpus
+
+    given = arg if arg is not None else (spec.resources or {}).get("gpus")
+    if given is None:
+        return ()
+    try:
+        return parse_gpus(given, detect_gpus() if given == "all" else ())
+    except PlacementError as e:
+        raise UsageError(str(e)) from None
+
+
+def detect_gpus() -> tuple[str, ...]:
+    """This host's usable GPUs as ``CUDA_VISIBLE_DEVICES`` names (empty when NVML sees none)."""
+    from tuner.measure.telemetry.nvml import gpu_memory_used_mib
+
+    visible = os.environ.get(VISIBLE_DEVICES_ENV)
+    used = gpu_memory_used_mib(visible_devices=visible)
+    if not used:
+        return ()
+    if visible:
+        return tuple(v.strip() for v in visible.split(","))[: len(used)]
+    return tuple(str(i) for i in range(len(used)))
 
 
 def parse_duration(text: str) -> float:

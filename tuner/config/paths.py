@@ -1,5 +1,6 @@
-"""Where a study's files are: the folder its relative paths start from, its model folders, its storage URL
-and its per-trial logs. Reads the file system (existence and permissions only); writes nothing.
+"""Where a study's files are: the folder its relative paths start from (a path it names is looked for beside
+the study file, else in the working directory: :func:`search_paths`), its model folders and traffic files,
+its storage URL and its per-trial logs. Reads the file system (existence and permissions only); writes nothing.
 """
 
 from __future__ import annotations
@@ -16,17 +17,35 @@ def study_dir(spec: StudySpec) -> Path:
     return Path(spec.source).resolve().parent if spec.source and spec.source != "<study>" else Path.cwd()
 
 
+def search_paths(name: str, base_dir: Path | None) -> list[Path]:
+    """Where a path the study file names is looked for, in order: beside ``base_dir`` (the study file's
+    folder; None: none), then in the working directory; an absolute or ``~`` path is itself."""
+    p = Path(name).expanduser()
+    return [p] if p.is_absolute() else [b / p for b in (base_dir, Path.cwd()) if b is not None]
+
+
+def resolve_file(name: str, base_dir: Path | None) -> Path:
+    """The file ``name`` (:func:`search_paths`: beside ``base_dir``, else in the working directory), made
+    absolute; a missing file is a one-line :class:`SpecError`."""
+    bases = search_paths(name, base_dir)
+    for cand in bases:
+        if cand.is_file():
+            return cand.resolve()
+    where = " and ".join(str(b.parent) for b in bases)
+    raise SpecError(name, "", f"no such file (looked in {where})")
+
+
 def resolve_model(spec: StudySpec, model: str | None = None) -> str:
-    """A local folder is made absolute: looked up beside the study file first, then in the working
-    directory. Anything else (a hub name such as ``meta-llama/Llama-3.1-8B-Instruct``) is unchanged."""
+    """A local folder is made absolute: looked up as :func:`search_paths` says (beside the study file
+    first, then in the working directory). Anything else (a hub name such as
+    ``meta-llama/Llama-3.1-8B-Instruct``) is unchanged."""
     m = model or spec.model
-    p = Path(m).expanduser()
-    for base in (study_dir(spec), Path.cwd()):
-        cand = p if p.is_absolute() else base / p
+    for cand in search_paths(m, study_dir(spec)):
         if _exists(cand):
             return str(cand.resolve())
     if m.startswith(("./", "../", "/", "~")):
-        return str((study_dir(spec) / p).resolve())  # a path that does not exist: preflight says so
+        # a path that does not exist: preflight says so
+        return str((study_dir(spec) / Path(m).expanduser()).resolve())
     return m
 
 

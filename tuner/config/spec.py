@@ -224,6 +224,19 @@ class Confirm(_Strict):
     repeats: int = Field(default=2, ge=1)  # fresh server starts each, beside its first measurement
 
 
+class Prior(_Strict):
+    """``prior: {sim: true, trials: 300, top: 5}``: the simulator's view of the study
+    (:mod:`tuner.search.prior`). ``sim``: warm start (queue the ``top`` distinct best of ``trials`` simulated
+    trials after the baseline); ``predict``: store the simulator's prediction with every trial; ``hardware``:
+    the simulator's profile (default: the GPU NVML names, the server's ``--sim-hardware``, else the CPU)."""
+
+    sim: bool = False
+    trials: int = Field(default=300, ge=1)
+    top: int = Field(default=5, ge=1)
+    predict: bool = True
+    hardware: str | None = None
+
+
 class StudySpec(_Strict):
     name: str = Field(min_length=1)
     storage: str | None = None
@@ -256,6 +269,9 @@ class StudySpec(_Strict):
     confirm: Confirm | None = (
         None  # re-measure the leaders once ``tuner run`` reaches the budget; default off
     )
+    prior: Prior | None = None  # the simulator's warm start and predictions (Prior); default off
+    #: ``resources: {gpus: all}`` or ``{gpus: [0, 1, 2, 3]}``: parallel trials on these GPUs (``tuner run --gpus``)
+    resources: dict[Literal["gpus"], str | list[int | str]] | None = None
     results_dir: str | None = None  # per-trial logs; default: <study file dir>/<name>.runs
     source: str | None = None  # the file this came from (set by the loader)
 

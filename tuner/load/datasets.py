@@ -13,7 +13,8 @@ Formats (tuner ships no dataset; tests write their own):
 * empirical length files: one integer per line, or a CSV with a header row (``column`` picks the column,
   needed when there are several).
 
-A file is resolved beside the study file (``base_dir``), else in the working directory. Every problem is a
+A file is resolved beside the study file (``base_dir``), else in the working directory
+(:func:`tuner.config.paths.resolve_file`). Every problem is a
 :class:`~tuner.errors.SpecError` of one line, ``<file>:<line>: <what is wrong>`` (``<file>: ...`` when the
 file as a whole is wrong). Reads are cached per file version (path, size, modification time).
 """
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tuner.config.paths import resolve_file
 from tuner.config.workload import DatasetSpec
 from tuner.errors import SpecError
 
@@ -71,18 +73,6 @@ class DatasetLengths:
     mean_input: float
     mean_output: float
     max_output: int
-
-
-def resolve_file(name: str, base_dir: Path | None) -> Path:
-    """``name`` beside ``base_dir`` (the study file's folder), else in the working directory; a missing
-    file is a one-line :class:`SpecError`."""
-    p = Path(name).expanduser()
-    bases = [p] if p.is_absolute() else [b / p for b in (base_dir, Path.cwd()) if b is not None]
-    for cand in bases:
-        if cand.is_file():
-            return cand.resolve()
-    where = " and ".join(str(b.parent) for b in bases)
-    raise SpecError(name, "", f"no such file (looked in {where})")
 
 
 def _version(path: Path) -> tuple[str, int, int]:

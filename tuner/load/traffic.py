@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from tuner.config.paths import resolve_file
 from tuner.config.workload import Empirical, Workload
 from tuner.errors import SpecError, UsageError
 from tuner.load.conversation import Conversation, Turn
-from tuner.load.datasets import resolve_file
+from tuner.load.datasets import read_dataset
 from tuner.load.lengths import ConversationPlan, TurnPlan, plan_traffic
 from tuner.load.prompts import Prompt, PromptFactory, Tokenizer, served_tokens
 
@@ -110,9 +111,30 @@ def _files(w: Workload) -> list[str]:
     return names
 
 
+def check_traffic_files(w: Workload, base_dir: Path) -> None:
+    """Read every file the workload names as its trials will (cached per file version), so a missing or
+    malformed file, a chat ``messages`` entry without ``api: chat`` or a trace line without ``t`` is a one-line :class:`SpecError`
+    before a study is opened or a server started; no tokenizer needed."""
+    for v in (w.input_tokens, w.output_tokens, w.sessions.turns if w.sessions else None):
+        if isinstance(v, Empirical):
+            v.values(base_dir)
+    if w.dataset is None:
+        return
+    ds = read_dataset(w.dataset, base_dir)
+    chat = next((e for e in ds.entries if e.messages is not None), None)
+    if chat is not None and w.api != "chat":
+        raise SpecError(
+            f"{ds.path}:{chat.line}", "", "messages need workload.api: chat (or give prompt text)"
+        )
+    if w.arrivals.kind == "trace":
+        plan_traffic(w, 0, base_dir)  # a trace needs a t on every line
+
+
 def traffic_digest(w: Workload, base_dir: Path) -> str:
     """sha256 (hex) of the traffic-defining keys (:data:`TRAFFIC_KEYS`) and the bytes of every file they
-    name; no tokenizer needed. A named file that is missing is a :class:`SpecError`."""
+    name; no tokenizer needed. The files are checked first (:func:`check_traffic_files`): a missing or
+    malformed one is a :class:`SpecError`, so no study is created or resumed on a file its trials refuse."""
+    check_traffic_files(w, base_dir)
     h = hashlib.sha256()
     keys = w.model_dump(mode="json", by_alias=True, include=set(TRAFFIC_KEYS))
     h.update(json.dumps(keys, sort_keys=True, separators=(",", ":")).encode())
@@ -130,6 +152,7 @@ def build_traffic(
     """``count`` conversations for ``w`` (fewer by those dropped; see the module docstring). Deterministic
     in ``w.seed`` and the files' bytes. Raises :class:`SpecError` for a bad file and
     :class:`~tuner.errors.UsageError` for lengths the tokenizer cannot build (one line each)."""
+    check_traffic_files(w, base_dir)
     plans = plan_traffic(w, count, base_dir)
     counted = _count_texts(plans, tokenizer, api, w)
     overhead = served_tokens(tokenizer, "", "chat") if api == "chat" else 0
@@ -181,9 +204,6 @@ def _count_texts(
 
 
 def _text_prompt(t: TurnPlan, j: int, tok: Tokenizer, api: str, w: Workload) -> tuple[Prompt, int]:
-    if t.messages is not None and api != "chat":
-        where = f"{w.dataset.path if w.dataset else 'dataset'}:{t.line}"
-        raise SpecError(where, "", "messages need workload.api: chat (or give prompt text)")
     if j > 0:  # a later turn: its own message, counted without special tokens
         text = t.text or ""
         n = len(tok.encode(text, add_special_tokens=False))

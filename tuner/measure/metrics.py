@@ -32,29 +32,33 @@ from tuner.load.records import CANCELLED, RequestRecord
 from tuner.measure.quantile import judge, quantile_of
 from tuner.measure.slo import RequestLatency, request_latency, within
 
-PERCENTILES = (50, 90, 99)
+#: the percentiles of every :class:`Distribution`
+PERCENTILES = (50, 90, 95, 99)
 
 
 @dataclass(frozen=True)
 class Distribution:
-    """Mean and percentiles of a latency, in milliseconds. ``nan`` when there was no sample."""
+    """Mean and percentiles of a latency, in milliseconds. ``nan`` when there was no sample, and ``p95`` in
+    summaries stored before it was kept (it comes last so that positional construction stays as it was)."""
 
     mean: float = math.nan
     p50: float = math.nan
     p90: float = math.nan
     p99: float = math.nan
     count: int = 0
+    p95: float = math.nan
 
     @classmethod
     def of(cls, values_ms: Sequence[float] | np.ndarray) -> Distribution:
         a = np.asarray(values_ms, dtype=float)
         if a.size == 0:
             return cls()
-        p50, p90, p99 = np.percentile(a, PERCENTILES)
-        return cls(float(a.mean()), float(p50), float(p90), float(p99), int(a.size))
+        p50, p90, p95, p99 = np.percentile(a, PERCENTILES)
+        return cls(float(a.mean()), float(p50), float(p90), float(p99), int(a.size), float(p95))
 
     def to_dict(self) -> dict[str, float | None]:
-        return {k: _finite(getattr(self, k)) for k in ("mean", "p50", "p90", "p99")}
+        """``mean`` and ``p50``... ``p99`` (:data:`PERCENTILES`); None where not finite."""
+        return {k: _finite(getattr(self, k)) for k in ("mean", *(f"p{q}" for q in PERCENTILES))}
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class Summary:
             return simple[name]
         base, _, pct = name.rpartition("_")
         dist = {"ttft": self.ttft_ms, "itl": self.itl_ms, "tpot": self.tpot_ms, "e2e": self.e2e_ms}.get(base)
-        if dist is None or pct not in ("p50", "p90", "p99", "mean"):
+        if dist is None or pct not in ("mean", *(f"p{q}" for q in PERCENTILES)):
             raise KeyError(name)
         return float(getattr(dist, pct))
 
@@ -161,6 +165,7 @@ class Summary:
                 _nan(x.get("p90")),
                 _nan(x.get("p99")),
                 int(x.get("count") or 0),
+                _nan(x.get("p95")),
             )
 
         return cls(

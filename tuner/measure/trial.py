@@ -11,6 +11,9 @@ Contract of :func:`run_trial`:
   requests failed);
 * the rules known before launch (:func:`tuner.config.space.prelaunch_violation`, then the memory check)
   are checked here, and a refused configuration starts no server;
+* the traffic is built first (once per study, :func:`tuner.load.traffic.build_traffic`): traffic it cannot
+  build (a bad file, lengths the tokenizer cannot make, every request over ``max-model-len``) raises
+  :class:`~tuner.errors.UsageError` before any server starts;
 * the server is always stopped (its whole process group) before it returns or raises;
 * ``KeyboardInterrupt`` propagates after the server is stopped, so the caller can mark the trial interrupted;
 * after the load :meth:`tuner.server.process.VllmServer.check_alive` decides whether the server died: it
@@ -80,6 +83,7 @@ def run_trial(
     started = time.time()
     flags, model = trial_flags(spec, params)
     redactor = spec_redactor(spec)
+    _traffic(spec, spec.workload.tokenizer or model, _max_model_len(flags))  # bad traffic: before any server
     if url is not None:
         target = _target(spec, model, url.rstrip("/"), flags)
         outcome = _Outcome(

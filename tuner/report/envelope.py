@@ -109,7 +109,7 @@ def build(
     maximize: Sequence[bool],
     spec: Mapping[str, Any] | None,
 ) -> StepView:
-    """The :class:`StepView` of a study's finished trials (``records``: COMPLETE trials, in trial order)
+    """The :class:`StepView` of a study's finished trials (``records``: finished trials, in trial order)
     whose objectives are ``names`` (``maximize[i]``: larger is better) and stored spec is ``spec``."""
     slo = slo_limits(spec)
     primary = primary_latency(names, maximize, slo)
@@ -184,24 +184,48 @@ def _lat(s: Step, latency: str) -> float:
     return math.inf if v is None else v
 
 
+#: the keys of a stored step's load that give its level, in the order looked for
+LEVEL_KEYS = ("concurrency", "request_rate", "trace_scale")
+
+
 def load_level(load: Mapping[str, Any]) -> float | None:
-    """The load a step offered: its concurrency, else its request rate (req/s); None when not stored."""
-    for key in ("concurrency", "request_rate"):
-        v = load.get(key)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            return float(v)
+    """The load a step offered: its concurrency, else its request rate (req/s), else the speed-up of a
+    replayed trace (``trace_scale``); None when not stored."""
+    for key in LEVEL_KEYS:
+        v = _number(load.get(key))
+        if v is not None:
+            return v
     return None
 
 
+def load_kind(load: Mapping[str, Any]) -> str | None:
+    """Which of :data:`LEVEL_KEYS` gives the step's level (:func:`load_level`), or None."""
+    return next((k for k in LEVEL_KEYS if _number(load.get(k)) is not None), None)
+
+
 def load_text(load: Mapping[str, Any], short: bool = False) -> str:
-    """``concurrency 32`` / ``2.5 req/s`` (``short``: ``32`` / ``2.5/s``); ``-`` when not stored."""
-    level = load_level(load)
+    """``concurrency 32``, ``2.5 req/s``, ``4 req/s gamma b=0.5``, ``2.5 req/s constant``, ``trace x2``
+    (``short``: ``32``, ``2.5/s``, ``x2``); ``-`` when not stored."""
+    level, kind = load_level(load), load_kind(load)
     if level is None:
         return "-"
     figure = f"{level:g}"
-    if "concurrency" in load:
+    if kind == "concurrency":
         return figure if short else f"concurrency {figure}"
-    return f"{figure}/s" if short else f"{figure} req/s"
+    if kind == "trace_scale":
+        return f"x{figure}" if short else f"trace x{figure}"
+    if short:
+        return f"{figure}/s"
+    arrivals = load.get("arrivals")
+    how = f" {arrivals}" if isinstance(arrivals, str) and arrivals != "poisson" else ""
+    burstiness = _number(load.get("burstiness"))
+    if arrivals == "gamma" and burstiness is not None:
+        how += f" b={burstiness:g}"
+    return f"{figure} req/s{how}"
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def step_row(step: Step) -> dict[str, Any]:

@@ -5,11 +5,13 @@ naming the trial it repeats (:mod:`tuner.search.confirm`). Here the first object
 trial and of its repeats become one :class:`Spread`, and :func:`within_noise` says whether two of them can
 be told apart.
 
-* **Score** — the first objective's value as told to Optuna (``TrialRecord.values[0]``), for the original
-  and for every COMPLETE repeat, a repeat that failed included (told 0 tok/s, or its latency's failure value):
-  a configuration that does not start again on a re-run is not a confirmed winner.
-* **Originals** — COMPLETE trials that are not repeats, have values and were neither failed nor infeasible;
-  repeats of anything else are left out.
+* **Score** — the first objective's measured value (``TrialRecord.scored_values[0]``), for the original
+  and for every finished repeat. A repeat that failed (``TrialRecord.failed``) counts too, with the value
+  told for it when it was told one (studies before failures were PRUNED: 0 tok/s, or its latency's failure
+  value), else :func:`failed_score` (0 for a maximised objective, infinity for a minimised one): a
+  configuration that does not start again on a re-run is not a confirmed winner.
+* **Originals** — finished trials that are not repeats, were measured (not failed) and were not
+  infeasible; repeats of anything else are left out.
 * **Spread** — ``n`` scores, their mean and their range (``low``, ``high``). The range, not a standard error
   or a t interval: for the 2-4 scores a confirm gives, a 95 % t interval is 4-13 standard deviations wide and
   says nothing, while the range is what was seen.
@@ -17,11 +19,10 @@ be told apart.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from optuna.trial import TrialState
 
 from tuner.report.fmt import fmt_num
 from tuner.search.record import TrialRecord
@@ -57,18 +58,28 @@ class Spread:
         return {"trial": self.trial, "n": self.n, "mean": self.mean, "low": self.low, "high": self.high}
 
 
-def spreads(records: Iterable[TrialRecord]) -> dict[int, Spread]:
+def failed_score(maximize: bool) -> float:
+    """The score of a failed repeat told without values: 0 (maximised: it delivered nothing), else
+    infinity (minimised: no latency it reached can be named)."""
+    return 0.0 if maximize else math.inf
+
+
+def spreads(records: Iterable[TrialRecord], maximize: bool = True) -> dict[int, Spread]:
     """The :class:`Spread` of every scored original trial (see the module docstring), keyed by its number;
-    ``n`` is 1 for a trial without repeats."""
-    done = [r for r in records if r.state == TrialState.COMPLETE and r.values]
+    ``n`` is 1 for a trial without repeats. ``maximize``: the first objective is maximised."""
+    done = sorted((r for r in records if r.finished), key=lambda r: r.number)
     scores: dict[int, list[float]] = {
-        r.number: [r.values[0]]
+        r.number: [r.scored_values[0]]
         for r in done
-        if r.values and r.repeat_of is None and not r.failed and r.feasible is not False
+        if r.scored_values and r.repeat_of is None and r.feasible is not False
     }
-    for r in sorted(done, key=lambda r: r.number):
-        if r.values and r.repeat_of is not None and r.repeat_of in scores:
-            scores[r.repeat_of].append(r.values[0])
+    for r in done:
+        if r.repeat_of is None or r.repeat_of not in scores:
+            continue
+        if r.failed:
+            scores[r.repeat_of].append(r.values[0] if r.values else failed_score(maximize))
+        elif r.scored_values:
+            scores[r.repeat_of].append(r.scored_values[0])
     return {n: Spread(n, len(s), statistics.fmean(s), min(s), max(s)) for n, s in sorted(scores.items())}
 
 

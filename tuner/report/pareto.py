@@ -21,7 +21,8 @@ baseline); ``slo``: each SLO limit of the stored spec with the scored figure and
 (``on_front`` false).
 
 The step-level front (:func:`step_rows`) is :mod:`tuner.report.envelope`'s, over every measured step of every
-COMPLETE trial (:func:`step_view`).
+finished trial (:func:`step_view`). A failed trial is PRUNED without values (COMPLETE with penalty values in
+studies stored before that rule): counted and listed as failed, never scored.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.errors import TunerError, UsageError
 from tuner.measure.metrics import Summary
 from tuner.measure.slo import within
-from tuner.report.envelope import StepView, build, slo_limits, step_row
+from tuner.report.envelope import StepView, build, load_text, slo_limits, step_row
 from tuner.report.fmt import fmt_num
 from tuner.report.names import CAPACITY, label, score_label, unit
 from tuner.report.noise import spreads
 from tuner.search.confirm import front_of_originals
-from tuner.search.record import StoredResult, read, read_study
+from tuner.search.record import FINISHED_STATES, StoredResult, read, read_study
 
 Pick = Literal["throughput", "latency", "knee"]
 PICKS: tuple[str, ...] = ("throughput", "latency", "knee")
@@ -102,7 +103,7 @@ def row(
     """One trial as a report row (see the module docstring); ``slo``: metric -> limit."""
     rec = read(trial)
     result = rec.result or StoredResult()
-    values = list(trial.values or [])
+    values = list(rec.scored_values or [])
     checks = slo_checks(result.metrics or {}, slo or {})
     out: dict[str, Any] = {
         "trial": trial.number,
@@ -110,7 +111,9 @@ def row(
         "values": dict(zip(names, values, strict=False)),
         "metrics": dict(result.metrics or {}),
         "vs_baseline": dict(
-            zip(names, change_vs(values, base.values if base is not None else None), strict=False)
+            zip(
+                names, change_vs(values, read(base).scored_values if base is not None else None), strict=False
+            )
         ),
         "is_baseline": rec.is_baseline,
         "flags": dict(result.flags),
@@ -159,7 +162,8 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     names = metric_names(study)
     base = baseline_trial(study)
     slo = study_slo(study)
-    found = spreads(read(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    found = spreads((read(t) for t in study.get_trials(deepcopy=False, states=FINISHED_STATES)), maximize)
     rows = [row(t, names, base, slo) for t in front(study)]
     for r in rows:
         spread = found.get(r["trial"])
@@ -174,7 +178,10 @@ def report_rows(study: optuna.Study) -> list[dict[str, Any]]:
     base = baseline_trial(study)
     if base is not None and all(r["trial"] != base.number for r in rows):
         extra = row(base, metric_names(study), base, study_slo(study))
-        extra.update(on_front=False, spread=None)
+        maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        trials = study.get_trials(deepcopy=False, states=FINISHED_STATES)
+        spread = spreads((read(t) for t in trials), maximize).get(base.number)
+        extra.update(on_front=False, spread=spread.to_dict() if spread is not None else None)
         rows.append(extra)
     return rows
 
@@ -191,12 +198,12 @@ def capacity_mode(study: optuna.Study) -> bool:
 
 
 def step_view(study: optuna.Study) -> StepView:
-    """Every measured step of the study's COMPLETE trials, and the trials that have none
+    """Every measured step of the study's finished trials, and the failed ones, which have none
     (:mod:`tuner.report.envelope`)."""
     maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
     records = [
         r
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for t in study.get_trials(deepcopy=False, states=FINISHED_STATES)
         if (r := read(t)).repeat_of is None  # a repeat is its original's curve again, not a curve of its own
     ]
     return build(records, metric_names(study), maximize, read_study(study).spec)
@@ -264,7 +271,7 @@ def front_header(study: optuna.Study, rows: Sequence[Mapping[str, Any]]) -> list
 
     on_front = [r for r in rows if r.get("on_front", True)]
     if not on_front:
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        done = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
         return [f"{study.study_name}: no feasible trial yet ({done} finished)"]
     n = len(on_front)
     head = f"{study.study_name}: Pareto front, {n} configuration{'s' if n != 1 else ''}"
@@ -279,7 +286,38 @@ def front_header(study: optuna.Study, rows: Sequence[Mapping[str, Any]]) -> list
         )
     elif slo:
         lines.append(f"SLO: {describe_slo(slo)}")
-    sent = describe_traffic(study_traffic(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
+    sent = describe_traffic(study_traffic(study.get_trials(deepcopy=False, states=FINISHED_STATES)))
     if sent:
         lines.append(sent)
     return lines
+
+
+def versus_defaults(study: optuna.Study, trial: FrozenTrial) -> str:
+    """One line for the end of a study: ``best: trial 5, +72.4 % SLO capacity under TTFT p99 <= 1000 ms
+    vs vLLM's defaults (trial 0: 3513 tok/s at load 32)``; or that the defaults were the best, or that they
+    broke the SLO at every load, or that the study measured no baseline."""
+    names = metric_names(study)
+    slo = study_slo(study)
+    what = score_label(names[0], capacity_mode(study))
+    under = f" under {describe_slo(slo)}" if slo else ""
+    base = baseline_trial(study)
+    if base is None:
+        return f"best: trial {trial.number} (the study measured no baseline to compare with)"
+    brec = read(base)
+    if trial.number == base.number or read(trial).is_baseline:
+        return f"best: vLLM's defaults (trial {base.number}); no searched configuration beat them{under}"
+    if brec.feasible is False or not brec.scored_values:
+        return (
+            f"best: trial {trial.number}, {format_values(names[:1], read(trial).scored_values)}{under}; "
+            f"vLLM's defaults (trial {base.number}) broke the SLO at every load they were measured at"
+        )
+    change = change_vs(list(read(trial).scored_values or []), brec.scored_values)[0]
+    if change is None:
+        return f"best: trial {trial.number}"
+    load = (brec.result.metrics or {}).get("load") if brec.result else None
+    at = f" at load {load_text(load, short=True)}" if load else ""
+    base_value = f"{fmt_num(brec.scored_values[0])} {unit(names[0])}".rstrip()
+    return (
+        f"best: trial {trial.number}, {change:+.1f} % {what}{under} vs vLLM's defaults "
+        f"(trial {base.number}: {base_value}{at})"
+    )

@@ -29,7 +29,7 @@ from pathlib import Path
 import optuna
 
 from tuner.errors import StorageError, UsageError
-from tuner.report.envelope import Step, StepView, envelope, load_level, load_text
+from tuner.report.envelope import LEVEL_KEYS, Step, StepView, envelope, load_kind, load_level, load_text
 from tuner.report.fmt import fmt_num
 from tuner.report.names import unit
 from tuner.report.pareto import step_view
@@ -40,6 +40,12 @@ MERGE_SPAN = 0.06
 #: the part of the colour scale used for loads (the palest end is hard to see on white)
 COLOUR_TOP = 0.9
 FRONT_NAME = "Pareto front (every step)"
+#: what a load level is, by the key that gives it (:data:`tuner.report.envelope.LEVEL_KEYS`)
+LOAD_AXIS = {
+    "concurrency": "concurrency",
+    "request_rate": "request rate (req/s)",
+    "trace_scale": "trace speed-up (x)",
+}
 
 
 def check_target(path: str | Path) -> Path:
@@ -84,21 +90,22 @@ class Picture:
     title: str
     panels: list[Panel]
     scale: list[tuple[float, str]]  # colour-scale ticks: (shade, load)
-    load_axis: str  # "concurrency" or "request rate (req/s)"
+    load_axis: str  # what the load level is (:data:`LOAD_AXIS`; several joined by " / ")
     note: str  # the trials not plotted, or ""
 
 
-def picture(view: StepView, title: str) -> Picture:
-    """The :class:`Picture` of a study's steps (pure)."""
+def picture(view: StepView, title: str, labels: bool = True) -> Picture:
+    """The :class:`Picture` of a study's steps (pure); ``labels`` False leaves the load and trial labels
+    out (merging them is most of the time for a large study; the dashboard's hover says the same)."""
     shade, ticks = _shades(view.steps)
-    panels = [_panel(view, m, shade) for m in view.latencies]
-    rate = any("request_rate" in s.load for s in view.steps)
+    panels = [_panel(view, m, shade, labels) for m in view.latencies]
+    kinds = {load_kind(s.load) for s in view.steps}
     failed = ", ".join(f"#{n} {why}" for n, why in view.failed)
     return Picture(
         title=title,
         panels=panels,
         scale=ticks,
-        load_axis="request rate (req/s)" if rate else "concurrency",
+        load_axis=" / ".join(LOAD_AXIS[k] for k in LEVEL_KEYS if k in kinds) or LOAD_AXIS["concurrency"],
         note=f"not plotted (no measurement): {failed}" if failed else "",
     )
 
@@ -114,7 +121,7 @@ def _shades(steps: Sequence[Step]) -> tuple[dict[float, float], list[tuple[float
     return shade, [(shade[lv], f"{lv:g}") for lv in levels[::every]]
 
 
-def _panel(view: StepView, metric: str, shade: dict[float, float]) -> Panel:
+def _panel(view: StepView, metric: str, shade: dict[float, float], labels: bool) -> Panel:
     by_trial: dict[int, list[Step]] = {}
     for s in view.steps:
         if s.latency.get(metric) is not None:
@@ -139,8 +146,8 @@ def _panel(view: StepView, metric: str, shade: dict[float, float]) -> Panel:
         limit=view.slo.get(metric),
         curves=curves,
         front=front,
-        load_labels=merge_labels(loads, everything, sep=","),
-        trial_labels=merge_labels(trials, everything, sep=" "),
+        load_labels=merge_labels(loads, everything, sep=",") if labels else [],
+        trial_labels=merge_labels(trials, everything, sep=" ") if labels else [],
     )
 
 

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from tuner.report.noise import Spread, spreads, within_noise
 from tuner.report.traffic import describe_traffic, study_traffic
-from tuner.search.record import TrialRecord, launch_of, read, read_study
+from tuner.search.record import FINISHED_STATES, TrialRecord, launch_of, read, read_study
 from tuner.search.restart_cost import Launch
 
 
@@ -86,7 +86,7 @@ def describe_starts(starts: Mapping[str, Any] | None) -> str | None:
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
     """One study's status row (the JSON of ``tuner status --json``): ``study``, ``budget``, ``finished``
-    (trials of the search: repeats aside), ``ok``, ``failed``, ``repeats`` (COMPLETE repeats of ``tuner
+    (trials of the search: repeats aside), ``ok``, ``failed``, ``repeats`` (finished repeats of ``tuner
     confirm``), ``running``, ``orphaned``, ``queued``, ``interrupted``, ``best`` (every objective of the best
     trial, :func:`tuner.report.pareto.best_so_far`), ``time_left_s`` (None without a budget left, a launched
     trial to time or a live trial running: a study nobody runs has no time left to guess), ``sent`` (what
@@ -99,7 +99,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     records = [read(t) for t in trials]
     now = time.time()
-    done = [r for r in records if r.state == TrialState.COMPLETE]
+    done = [r for r in records if r.finished]
     complete = [r for r in done if r.repeat_of is None]
     running = [t for t in trials if t.state == TrialState.RUNNING and not trial_is_orphan(t, now=now)]
     budget = read_study(study).budget
@@ -123,7 +123,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "interrupted": sum(r.state == TrialState.FAIL and r.interrupted for r in records),
         "best": best_so_far(study),
         "time_left_s": left,
-        "sent": describe_traffic(study_traffic(t for t in trials if t.state == TrialState.COMPLETE)),
+        "sent": describe_traffic(study_traffic(t for t in trials if t.state in FINISHED_STATES)),
         # server starts with a compiled / a new compile key, and trials per hour (None: not recorded)
         "starts": summarize_starts(launches).to_dict() if launches else None,
         "objective": metric_names(study)[0],
@@ -136,7 +136,8 @@ def confirmed(records: Iterable[TrialRecord], maximize: bool) -> list[dict[str, 
     ``within_noise_of``: the other confirmed trials whose range overlaps (:func:`within_noise`)."""
     sign = -1.0 if maximize else 1.0
     found = sorted(
-        (s for s in spreads(records).values() if s.confirmed), key=lambda s: (sign * s.mean, s.trial)
+        (s for s in spreads(records, maximize).values() if s.confirmed),
+        key=lambda s: (sign * s.mean, s.trial),
     )
     return [
         {**s.to_dict(), "within_noise_of": [o.trial for o in found if o is not s and within_noise(s, o)]}

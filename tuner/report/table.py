@@ -127,9 +127,10 @@ def rich_table(
         table.add_column(f"{what}{sep}{n.unit}{limit}".rstrip(), justify="right")
         if m in changes:
             table.add_column(f"vs{sep}base", justify="right")
-    repeated = any((r.get("spread") or {}).get("n", 1) > 1 for r in rows)
+    # narrow: the repeats are listed under the table (:func:`legend`) instead of a column
+    repeated = not narrow and any((r.get("spread") or {}).get("n", 1) > 1 for r in rows)
     if repeated:
-        table.add_column(f"{label(metrics[0])}{sep}over repeats", justify="right")
+        table.add_column(f"{label(metrics[0])} over repeats", justify="right")
     for r in rows:
         mark = (" base" if narrow else " (baseline)") if r.get("is_baseline") else ""
         cells = [f"{r['trial']}{mark}", *(_param_cell(r, p, narrow) for p in params)]
@@ -160,12 +161,21 @@ def legend(rows: Sequence[dict[str, Any]], width: int = NARROW_BELOW) -> str:
     if any(r.get("is_baseline") for r in rows):
         parts.append(f"{DEFAULT_NARROW} = vLLM's default")
     parts.append("load = the scored step's concurrency (or req/s)")
+    repeats = [
+        f"#{r['trial']} {Spread(**r['spread']).describe()} over {r['spread']['n']}"
+        for r in rows
+        if (r.get("spread") or {}).get("n", 1) > 1
+    ]
+    if repeats:
+        parts.append(f"tuner confirm's repeats (mean ± half the range): {', '.join(repeats)}")
     return "; ".join(parts)
 
 
 def _spread(s: dict[str, Any] | None) -> str:
-    """``4,504 ± 40 (n=3)``: :meth:`Spread.describe` and the count; ``-`` without one."""
-    return "-" if not s else f"{Spread(**s).describe()} (n={s['n']})"
+    """``4,504 ± 40 (n=3)``: :meth:`Spread.describe` and the count; ``-`` without a repeat."""
+    if not s or s.get("n", 1) < 2:
+        return "-"
+    return f"{Spread(**s).describe()} (n={s['n']})"
 
 
 def _verdict(figure: Any, ok: bool | None) -> str:

@@ -14,17 +14,14 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from tuner.report.fmt import fmt_num
-from tuner.search.record import ATTR_RESULT, read
+from tuner.search.record import read
 
 
 def stored_traffic(trial: FrozenTrial) -> dict[str, Any] | None:
-    """The traffic summary stored with ``trial``, or None."""
+    """The traffic summary stored with ``trial`` (:attr:`tuner.search.record.StoredResult.traffic`), or
+    None."""
     result = read(trial).result
-    found = getattr(result, "traffic", None)
-    if not found:  # a record module without a reader for it: the stored measurement itself
-        raw = trial.user_attrs.get(ATTR_RESULT)
-        found = raw.get("traffic") if isinstance(raw, dict) else None
-    return dict(found) if isinstance(found, Mapping) and found else None
+    return dict(result.traffic) if result is not None and result.traffic else None
 
 
 def study_traffic(trials: Iterable[FrozenTrial]) -> dict[str, Any] | None:

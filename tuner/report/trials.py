@@ -106,10 +106,48 @@ def trial_detail(study: optuna.Study, number: int, redactor: Redactor | None = N
         log_path=rec.log_path,
         log_tail=[r.text(line) for line in rec.log_tail],
         traffic=stored_traffic(t),
+        predicted=_predicted(t),
         slo_limits=dict(slo),
         capacity_mode=capacity_mode(study),
     )
     return detail
+
+
+def _predicted(t: FrozenTrial) -> dict[str, Any] | None:
+    """The simulator's prediction stored with ``t`` (:mod:`tuner.search.prior`) and its error against the
+    measurement (``predicted / measured - 1``), or None for a trial without one."""
+    from tuner.search.prior import stored_prediction, trial_errors, warm_start_rank
+
+    pred = stored_prediction(t)
+    if pred is None:
+        return None
+    return {
+        "feasible": pred.feasible,
+        "failure": pred.failure,
+        "level": pred.level,
+        "metrics": dict(pred.metrics),
+        "errors": trial_errors(t),
+        "warm_start_rank": warm_start_rank(t),
+    }
+
+
+def _predicted_text(p: Mapping[str, Any]) -> str:
+    """``predicted by the simulator: feasible at load 56; SLO capacity 5402 (-11 %), TTFT p99 940 (-5 %)``."""
+    head = "predicted by the simulator" + (
+        f" (warm-start pick {p['warm_start_rank']})" if p.get("warm_start_rank") else ""
+    )
+    if p.get("failure"):
+        return f"{head}: {p['failure']}"
+    verdict = "feasible" if p.get("feasible") else "SLO broken"
+    if p.get("level") is not None:
+        verdict += f" at load {fmt_num(p['level'])}"
+    errors = p.get("errors") or {}
+    figures = [
+        f"{label(m)} {fmt_num(v)}" + (f" ({errors[m] * 100:+.0f} %)" if m in errors else "")
+        for m, v in (p.get("metrics") or {}).items()
+        if m in errors or m == "output_throughput"
+    ]
+    return f"{head}: {verdict}" + (f"; {', '.join(figures)}" if figures else "")
 
 
 def _step(step: Mapping[str, Any], slo: Mapping[str, float], scored: bool) -> dict[str, Any]:
@@ -219,6 +257,8 @@ def detail_lines(d: Mapping[str, Any]) -> list[str]:
     sent = describe_traffic(d["traffic"])
     if sent:
         lines.append(sent)
+    if d.get("predicted"):
+        lines.append(_predicted_text(d["predicted"]))
     for i, s in enumerate(d["steps"]):
         mark = " (scored)" if s["scored"] else ""
         cut = f" (cut short: {s['pruned']})" if s["pruned"] else ""

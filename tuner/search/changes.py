@@ -12,7 +12,8 @@ Contract:
   space, the workload (the traffic, the load steps and the capacity rule), the SLO and the objectives.
   **Harmless** — :data:`HARMLESS`: the budget, the timeout, the sampler and its seed, ``confirm``, where
   things are stored, the server's host and timeouts, the baseline (trial 0 keeps the flags it ran with, as
-  stored with it), the served model name. A path listed nowhere invalidates: a new key is treated as a
+  stored with it), the served model name, the GPUs (``resources``) and the warm start (``prior``: it only
+  chooses where to look first). A path listed nowhere invalidates: a new key is treated as a
   change of what was measured until it is listed here.
 * :func:`describe` names at most :data:`SHOWN` changes in one line (``old -> new``), then how many more.
 """
@@ -42,6 +43,8 @@ HARMLESS = frozenset(
         "server.host",
         "server.startup_timeout_s",
         "server.stop_timeout_s",
+        "resources",
+        "prior",
     }
 )
 #: changes named by :func:`describe`

@@ -25,6 +25,8 @@ worker records, liveness and resume: :mod:`tuner.search.workers`; Ctrl-C: :mod:`
   runs the repeats :mod:`tuner.search.confirm` queues, instead of sampling; they never count toward it.
 * **Timeout** — no new trial starts once the time left is shorter than the mean duration of the launched
   trials so far.
+* **Parallel** — given GPUs, N trials run at once on disjoint GPU sets, with these same steps
+  (:mod:`tuner.search.parallel`).
 * **Progress** — the reporter hears ``trial_started``, the trial function's phases, ``phase("saving")``
   (:mod:`tuner.search.tell`) and ``trial_finished`` with a :class:`tuner.progress.FinishedTrial`.
 """
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,6 +106,7 @@ def run_study(
     handle_signals: bool = True,
     confirm: Confirm | None = None,
     accept_changes: bool = False,
+    gpus: Sequence[str] = (),
 ) -> StudyOutcome:
     """Run (or continue) the study of ``spec`` to its budget. See the module docstring for the contract.
 
@@ -115,6 +118,7 @@ def run_study(
     or :class:`~tuner.errors.Interrupted` after Ctrl-C. ``confirm``: run the repeats it asks for instead
     of the search (see the module docstring). ``accept_changes``: go on with a study whose stored study file
     differs from ``spec`` in a way that invalidates its trials (:func:`tuner.search.study.open_study`).
+    ``gpus`` (``tuner run --gpus``): run trials in parallel on these GPUs (:mod:`tuner.search.parallel`).
     """
     opened = open_study(
         spec,
@@ -138,7 +142,9 @@ def run_study(
     timeout = timeout_s or spec.timeout_s
     deadline = None if timeout is None else time.time() + float(timeout)
     with SigintGuard(runtime_dir, enabled=handle_signals) as guard:
-        run = _Run(spec, opened, rep, trial_fn, guard, runtime_dir, log_root, grace_s, heartbeat_s)
+        run = _Run(
+            spec, opened, rep, trial_fn, guard, runtime_dir, log_root, grace_s, heartbeat_s, tuple(gpus)
+        )
         stopped = "budget" if confirm is not None else _optimize(run, deadline)
         confirm = confirm or spec.confirm
         if confirm is not None and stopped == "budget":
@@ -167,6 +173,7 @@ class _Run:
     log_root: Path
     grace_s: float
     heartbeat_s: float
+    gpus: tuple[str, ...] = ()  # parallel trials on these GPUs (:mod:`tuner.search.parallel`)
     me: workers.Worker = field(default_factory=workers.this_worker)
     told: int = 0
     repeats: int = 0
@@ -184,6 +191,10 @@ class _Run:
 def _optimize(run: _Run, deadline: float | None, *, repeats: bool = False) -> str:
     """Trials until the budget (or the deadline); returns why it stopped: "budget" or "timeout". With
     ``repeats``: until no repeat is queued ("confirmed")."""
+    if run.gpus:
+        from tuner.search.parallel import optimize_parallel
+
+        return optimize_parallel(run, deadline, run.gpus, repeats=repeats)
     costs = TrialCosts(run.spec, run.study.sampler)
     while True:
         if run.guard.count:

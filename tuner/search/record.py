@@ -230,6 +230,8 @@ class StoredResult:
     bottleneck: str | None = None
     #: capacity mode: levels, stop, bracket, load_s, pruned (``TrialResult.capacity``); {} before tuner had it
     capacity: Mapping[str, Any] = field(default_factory=dict)
+    #: what was sent (``TrialResult.traffic``: kind, requests, token percentiles...); {} before tuner had it
+    traffic: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,7 @@ class TrialRecord:
     #: a re-measurement by ``tuner confirm`` of trial ``repeat_of`` (same params, a fresh server start); None
     #: for a trial of the search. Repeats never count toward the budget nor appear as rows of the front.
     repeat_of: int | None = None
+    heartbeat_at: float | None = None  # the last heartbeat of its worker (epoch s; None: none stored)
 
     @property
     def failed(self) -> bool:
@@ -349,6 +352,7 @@ def read(t: FrozenTrial) -> TrialRecord:
         interrupted=bool(a.get(ATTR_INTERRUPTED)),
         requeued_from=_int(a.get(ATTR_REQUEUED_FROM)),
         repeat_of=_int(a.get(ATTR_REPEAT_OF)),
+        heartbeat_at=_num(a.get(ATTR_HEARTBEAT)),
     )
 
 
@@ -394,6 +398,7 @@ def _stored_result(d: Mapping[str, Any]) -> StoredResult:
         memory_check=_mapping(d.get("memory_check")),
         bottleneck=bottleneck if isinstance(bottleneck, str) else None,
         capacity=_mapping(d.get("capacity")),
+        traffic=_mapping(d.get("traffic")),
     )
 
 
@@ -485,3 +490,6 @@ ATTR_SURPLUS = "surplus"
 ATTR_DUPLICATE_OF = "duplicate_of"
 ATTR_ERROR = "error"
 ATTR_COPY_OF = "copy_of"
+# the simulator's view (tuner.search.prior reads and writes them): a trial's prediction, a warm start's rank
+ATTR_PREDICTION = "sim_prediction"
+ATTR_WARM_START = "warm_start"

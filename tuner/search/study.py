@@ -24,6 +24,8 @@ Contract of :func:`open_study`:
   it first, so it is trial 0: no Optuna params, user attr ``is_baseline``; a mapping's flags are stored in
   user attr ``baseline_flags`` (they are not Optuna params). A worker that joins a study whose creator died
   before the setup was done queues it itself.
+* **Warm start** — with ``prior: {sim: true}``, the creator then queues the simulator's best distinct
+  configurations after the baseline (:func:`tuner.search.prior.warm_start`; its lines join the notes).
 * **Sampler** — the file's sampler over the whole search space; the creator seeds it with the file's seed
   (reproducible), a worker that joins with a seed of its own derived from its pid, so that two workers do
   not propose the same configurations.
@@ -57,6 +59,7 @@ from tuner.errors import UsageError
 from tuner.load.traffic import traffic_digest
 from tuner.search import changes as changes_mod
 from tuner.search.objectives import constraint_keys
+from tuner.search.prior import warm_start
 from tuner.search.record import (
     ATTR_BASELINE,
     ATTR_BASELINE_FLAGS,
@@ -138,6 +141,8 @@ def open_study(
         )
         budget = _settle_budget(handle.study, spec, n_trials, created)
         handle.study.sampler = _sampler(spec, dists, seed=_seed(spec, created))
+        if created:
+            notes += warm_start(handle.study, spec)  # after the budget: a joining worker waits for that
     return OpenedStudy(handle, url, budget, created, tuple(notes))
 
 

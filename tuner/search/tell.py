@@ -9,6 +9,9 @@ values), else COMPLETE with penalty values (GP, NSGA-II): :meth:`tuner.search.ob
 Never FAIL, never dropped: FAIL is kept for trials that say nothing about their configuration (interrupted,
 surplus, duplicates).
 
+With ``prior.predict``, the simulator's prediction of the trial is stored first
+(:func:`tuner.search.prior.store_prediction`).
+
 The reporter hears ``phase("saving")`` once the first attribute is stored (the trial still RUNNING). A trial
 another worker took for dead meanwhile (no heartbeat) is already finished in the storage: its result is
 kept as a trial of its own (:func:`tuner.search.workers.store_copy`), and the queued copy of its params
@@ -26,6 +29,7 @@ from tuner.measure.result import TrialResult
 from tuner.progress import FinishedTrial, Reporter
 from tuner.search import record, workers
 from tuner.search.objectives import evaluate
+from tuner.search.prior import store_prediction
 from tuner.search.record import result_attrs
 from tuner.search.samplers import reads_pruned
 from tuner.search.study import StudyHandle
@@ -39,6 +43,7 @@ def tell(
     state, values = ev.told(prune_failures=reads_pruned(spec.sampler))
     as_list = record.constraints_as_list(handle.study)
     redact = spec_redactor(spec).obj
+    store_prediction(trial, spec)
     try:
         record.write(
             trial, result, ev, redact=redact, after_first=lambda: reporter.phase("saving"), as_list=as_list

@@ -75,9 +75,18 @@ class Worker:
     pid: int
     pid_start: int | None  # clock ticks since boot (Linux), tells a recycled pid apart
     boot_id: str | None
+    gpus: tuple[str, ...] | None = None  # the GPU set of a parallel trial (``tuner run --gpus``)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "pid": self.pid, "pid_start": self.pid_start, "boot_id": self.boot_id}
+        out: dict[str, Any] = {
+            "host": self.host,
+            "pid": self.pid,
+            "pid_start": self.pid_start,
+            "boot_id": self.boot_id,
+        }
+        if self.gpus is not None:
+            out["gpus"] = list(self.gpus)
+        return out
 
 
 def this_worker() -> Worker:
@@ -279,6 +288,30 @@ class Heartbeat:
                 return  # finished, or taken for dead by another worker
             except Exception:  # a missed beat is harmless: the grace period is many beats long
                 continue
+
+
+def running_workers(trials: Sequence[FrozenTrial], *, now: float) -> list[dict[str, Any]]:
+    """Who runs the study now: per RUNNING trial, its worker's ``host``, ``pid``, ``gpus`` (None when it runs
+    one trial at a time), the ``trial`` number and ``heartbeat_age_s`` (None without a heartbeat); by host,
+    pid and trial. What ``tuner status`` shows per worker."""
+    out: list[dict[str, Any]] = []
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        info = t.user_attrs.get(ATTR_WORKER)
+        info = info if isinstance(info, dict) else {}
+        beat = t.user_attrs.get(ATTR_HEARTBEAT)
+        gpus = info.get("gpus")
+        out.append(
+            {
+                "host": str(info.get("host") or "?"),
+                "pid": info.get("pid") if isinstance(info.get("pid"), int) else None,
+                "gpus": [str(g) for g in gpus] if isinstance(gpus, list) else None,
+                "trial": t.number,
+                "heartbeat_age_s": max(0.0, now - float(beat)) if isinstance(beat, int | float) else None,
+            }
+        )
+    return sorted(out, key=lambda w: (w["host"], w["pid"] or 0, w["trial"]))
 
 
 def surplus(handle: StudyHandle, trial: optuna.Trial, spec: StudySpec, budget: int) -> bool:

@@ -241,6 +241,19 @@ def stop_leftover_servers(runtime_dir: str | Path, *, stop_timeout_s: float = 10
     return killed
 
 
+def signal_own_servers(runtime_dir: str | Path, sig: int = signal.SIGTERM) -> list[int]:
+    """Send ``sig`` to the groups of the servers this process started (its pidfiles in ``runtime_dir``)
+    that still have members; returns their group ids. How parallel trials are stopped at once on Ctrl-C:
+    each trial then sees its server gone and returns."""
+    sent: list[int] = []
+    for _path, record in read_pidfiles(runtime_dir):
+        pgid = int(record["pgid"])
+        if record.get("owner_pid") == os.getpid() and process_group_members(pgid):
+            _signal_group(pgid, sig)
+            sent.append(pgid)
+    return sent
+
+
 __all__ = [
     "PIDFILE_PREFIX",
     "pid_alive",
@@ -248,6 +261,7 @@ __all__ = [
     "process_group_members",
     "process_starttime",
     "read_pidfiles",
+    "signal_own_servers",
     "stop_leftover_servers",
     "terminate_group",
     "write_pidfile",

@@ -1370,9 +1370,9 @@ def _dist(values_ms: np.ndarray, weights: np.ndarray | None = None) -> Distribut
         return Distribution()
     if weights is None:
         return Distribution.of(values_ms)
-    p50, p90, p99 = weighted_percentiles(values_ms, weights, (50, 90, 99))
+    p50, p90, p95, p99 = weighted_percentiles(values_ms, weights, (50, 90, 95, 99))
     mean = float(np.sum(values_ms * weights) / np.sum(weights))
-    return Distribution(mean, p50, p90, p99, int(np.sum(weights)))
+    return Distribution(mean, p50, p90, p99, int(np.sum(weights)), p95)
 
 
 def summarize_engine(

@@ -298,3 +298,13 @@ def get_hardware(name: str) -> Hardware:
     if k in _ALIASES:
         return PROFILES[_ALIASES[k]]
     raise KeyError(f"unknown hardware {name!r}; known: {', '.join(PROFILES)}")
+
+
+def hardware_for_gpu(gpu_name: str) -> Hardware | None:
+    """The profile of a GPU as NVML names it (``NVIDIA H100 80GB HBM3``, ``NVIDIA A100-SXM4-80GB``): the
+    longest profile name or alias found in it (case, dashes and spaces ignored); None for a GPU no profile
+    describes."""
+    k = _key(gpu_name)
+    names = {_key(p.name): p.name for p in _PROFILES} | _ALIASES
+    found = [n for n in names if n in k and n != _key("cpu")]
+    return PROFILES[names[max(found, key=len)]] if found else None

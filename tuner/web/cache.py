@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.errors import TunerError
 from tuner.report.envelope import StepView
 from tuner.report.plot import Picture, picture
-from tuner.search.record import ATTR_HEARTBEAT, StudyRecord, TrialRecord, read, read_study
+from tuner.search.record import StudyRecord, TrialRecord, read, read_study
 from tuner.search.storage import storage_errors
 
 #: seconds between two reads of the storage (the default of ``tuner dashboard --interval``)
@@ -85,7 +85,9 @@ def load(study: optuna.Study, previous: StudyData | None, now: float) -> StudyDa
     records = tuple(read(t) for t in trials)
     running = [t for t in trials if t.state == TrialState.RUNNING]
     beats = {
-        t.number: float(b) for t in running if isinstance(b := t.user_attrs.get(ATTR_HEARTBEAT), int | float)
+        r.number: r.heartbeat_at
+        for r in records
+        if r.state == TrialState.RUNNING and r.heartbeat_at is not None
     }
     alive = frozenset(t.number for t in running if not trial_is_orphan(t, now=now))
     rev = revision(trials, records)
@@ -103,7 +105,9 @@ def load(study: optuna.Study, previous: StudyData | None, now: float) -> StudyDa
         status=study_status(study),
         front=tuple(pareto_rows(study)),
         view=view,
-        picture=picture(view, f"{study.study_name}: latency against output throughput, every measured step"),
+        picture=picture(
+            view, f"{study.study_name}: latency against output throughput, every measured step", labels=False
+        ),
         metric_names=names,
         maximize=tuple(d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions),
         revision=rev,
