@@ -196,3 +196,6 @@ def test_show_puts_the_simulators_prediction_beside_the_measurement(tmp_path: Pa
     text = "\n".join(detail_lines(d))
     assert "predicted by the simulator: feasible at load 56;" in text and "5402 (-11 %)" in text, text
     assert trial_detail(study, 6)["predicted"] is None
+    # the dashboard's trial page says the same
+    page = views.trial_view(cache.load(study, None, time.time()), 5, Redactor.from_sources({}, {}))
+    assert page is not None and "(-11 %)" in page["prediction"]

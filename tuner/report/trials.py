@@ -106,14 +106,14 @@ def trial_detail(study: optuna.Study, number: int, redactor: Redactor | None = N
         log_path=rec.log_path,
         log_tail=[r.text(line) for line in rec.log_tail],
         traffic=stored_traffic(t),
-        predicted=_predicted(t),
+        predicted=prediction_of(t),
         slo_limits=dict(slo),
         capacity_mode=capacity_mode(study),
     )
     return detail
 
 
-def _predicted(t: FrozenTrial) -> dict[str, Any] | None:
+def prediction_of(t: FrozenTrial) -> dict[str, Any] | None:
     """The simulator's prediction stored with ``t`` (:mod:`tuner.search.prior`) and its error against the
     measurement (``predicted / measured - 1``), or None for a trial without one."""
     from tuner.search.prior import stored_prediction, trial_errors, warm_start_rank
@@ -131,7 +131,7 @@ def _predicted(t: FrozenTrial) -> dict[str, Any] | None:
     }
 
 
-def _predicted_text(p: Mapping[str, Any]) -> str:
+def prediction_text(p: Mapping[str, Any]) -> str:
     """``predicted by the simulator: feasible at load 56; SLO capacity 5402 (-11 %), TTFT p99 940 (-5 %)``."""
     head = "predicted by the simulator" + (
         f" (warm-start pick {p['warm_start_rank']})" if p.get("warm_start_rank") else ""
@@ -258,7 +258,7 @@ def detail_lines(d: Mapping[str, Any]) -> list[str]:
     if sent:
         lines.append(sent)
     if d.get("predicted"):
-        lines.append(_predicted_text(d["predicted"]))
+        lines.append(prediction_text(d["predicted"]))
     for i, s in enumerate(d["steps"]):
         mark = " (scored)" if s["scored"] else ""
         cut = f" (cut short: {s['pruned']})" if s["pruned"] else ""

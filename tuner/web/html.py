@@ -230,6 +230,7 @@ def trial_main(v: Mapping[str, Any], now: float) -> str:
         else ""
     )
     log = "\n".join(v["log_tail"])
+    simulated = f"<h2>Simulator</h2><p>{escape(v['prediction'])}</p>" if v.get("prediction") else ""
     return (
         f'<p><a href="{study_url(v["study"])}">&larr; {escape(v["study"])}</a></p>'
         f"<h1>trial {row['number']}{' (baseline)' if row['baseline'] else ''}</h1>{beat}{head}"
@@ -239,7 +240,7 @@ def trial_main(v: Mapping[str, Any], now: float) -> str:
         f"<h2>Load steps</h2>{steps}<h3>Capacity search</h3>{_pairs(v['capacity'])}"
         f"<h2>GPU telemetry</h2>{_pairs(v['telemetry'])}"
         f"<h2>Server-side view</h2>{_pairs(v['server'])}"
-        f"<h2>Memory check (predicted before launch)</h2>{_pairs(v['memory'])}"
+        f"<h2>Memory check (predicted before launch)</h2>{_pairs(v['memory'])}{simulated}"
         f'<h2>Log tail</h2><p class="muted">{escape(v["log_path"])}</p><pre class="log">{escape(log or "-")}</pre>'
     )
 

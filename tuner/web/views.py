@@ -22,6 +22,7 @@ from tuner.report.fmt import fmt_num
 from tuner.report.names import unit
 from tuner.report.pareto import format_values
 from tuner.report.status import human_duration
+from tuner.report.trials import prediction_of, prediction_text
 from tuner.search.record import StoredResult, TrialRecord
 from tuner.web.cache import StudyData
 from tuner.web.plot import figure, front_points
@@ -158,7 +159,8 @@ def export(d: StudyData, number: int, r: Redactor) -> dict[str, str] | None:
 def trial_view(d: StudyData, number: int, r: Redactor) -> dict[str, Any] | None:
     """The trial page, or None when the study has no trial ``number``: ``row`` (:func:`trial_row`),
     ``message``, ``flags``, ``argv``, ``steps``, ``capacity``, ``telemetry``, ``server``, ``bottleneck``,
-    ``memory``, ``log_tail``, ``export``, ``vllm_version``, ``hardware``, ``heartbeat``, ``study``."""
+    ``memory``, ``log_tail``, ``export``, ``vllm_version``, ``hardware``, ``heartbeat``, ``study``,
+    ``prediction`` (the simulator's, against the measurement; "" without one)."""
     found = d.trial(number)
     if found is None:
         return None
@@ -184,6 +186,7 @@ def trial_view(d: StudyData, number: int, r: Redactor) -> dict[str, Any] | None:
         "hardware": rec.hardware or "-",
         "heartbeat": d.heartbeats.get(number),
         "revision": d.revision,
+        "prediction": prediction_text(pred) if (pred := prediction_of(found[0])) else "",
     }
 
 
