@@ -71,7 +71,9 @@ def test_short_real_study(tmp_path: Path, tiny_model: Path, vllm_command: list[s
     storage = f"sqlite:///{tmp_path / 'real-study.db'}"
     s = optuna.load_study(study_name="real-study", storage=storage)  # plain Optuna opens it
     trials = s.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # a configuration that failed (e.g. invalid_config) is told PRUNED, without values
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = [t for t in trials if t.state in finished]
     assert len(done) == 4, [(t.number, t.state, t.user_attrs.get("status")) for t in trials]
     t0 = trials[0]
     assert t0.number == 0 and t0.params == {} and t0.user_attrs.get("is_baseline")
