@@ -85,7 +85,7 @@ def test_short_real_study(tmp_path: Path, tiny_model: Path, vllm_command: list[s
     pareto = tuner("pareto", str(study), "--format", "json")
     assert pareto.returncode == 0, pareto.stderr
     front = json.loads(pareto.stdout)
-    assert front and all({"trial", "params", "values", "metrics"} <= set(row) for row in front)
+    assert front and all({"trial", "params", "objectives", "metrics", "slo"} <= set(row) for row in front)
 
     best = tuner("best", str(study), "--export", "cmd")
     assert best.returncode == 0, best.stderr
