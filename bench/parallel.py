@@ -71,7 +71,7 @@ def search(task: tuple[str, int, int]) -> tuple[str, int, int, list[tuple[float,
         while len(curve) < BUDGET:
             while len(running) < slots and asked < BUDGET:
                 trial = study.ask()
-                values = {name: se._suggest(trial, name, d) for name, d in sc.space.items()}
+                values = {name: se.suggest_from(trial, name, d) for name, d in sc.space.items()}
                 o = table[sc.snap(values)]
                 cost = costs["start"][asked] + (0.0 if o.failure else costs["load"][asked])
                 heapq.heappush(running, (now + float(cost), trial.number, trial, o))

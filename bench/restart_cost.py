@@ -69,13 +69,12 @@ from search_efficiency import (  # noqa: E402
     FAILURE_VIOLATION,
     Outcome,
     Point,
-    _suggest,
     evaluate,
     grid_table,
 )
 from search_efficiency import write_doc as write_marked_doc  # noqa: E402
 
-from tuner.config.space import prelaunch_violation  # noqa: E402
+from tuner.config.space import prelaunch_violation, suggest_from  # noqa: E402
 from tuner.config.workload import CapacitySpec  # noqa: E402
 from tuner.measure.memory import check_fits  # noqa: E402
 from tuner.report.status import summarize_starts  # noqa: E402
@@ -303,7 +302,7 @@ def search(task: tuple[str, str, int]) -> Run:
                 set_trial_cost(sampler, cost, mode)
             trial = study.ask()
             is_base = is_baseline(trial)
-            params = {} if is_base else {name: _suggest(trial, name, d) for name, d in sc.space.items()}
+            params = {} if is_base else {name: suggest_from(trial, name, d) for name, d in sc.space.items()}
             flags = effective_flags(sc, params)
             key = compile_key(flags, sc.model)
             cached = key in cost.compiled

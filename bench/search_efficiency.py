@@ -40,7 +40,6 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -51,9 +50,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import optuna  # noqa: E402
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
+from optuna.distributions import FloatDistribution, IntDistribution  # noqa: E402
 from scenarios import SCENARIOS, Scenario, Value  # noqa: E402
 
+from tuner.config.space import suggest_from  # noqa: E402
 from tuner.search.samplers import make_sampler, tpe_sampler  # noqa: E402
 from tuner.sim.args import config_from_flags  # noqa: E402
 from tuner.sim.engine import StartupError, capacity, plan_engine  # noqa: E402
@@ -177,16 +177,6 @@ def grid_table(sc: Scenario, procs: int) -> dict[Point, Outcome]:
 # ---- searches --------------------------------------------------------------------------------------------
 
 
-def _suggest(trial: optuna.Trial, name: str, d: Any) -> Any:
-    if isinstance(d, CategoricalDistribution):
-        return trial.suggest_categorical(name, d.choices)
-    if isinstance(d, IntDistribution):
-        return trial.suggest_int(name, d.low, d.high, log=d.log, step=d.step)
-    if isinstance(d, FloatDistribution):
-        return trial.suggest_float(name, d.low, d.high, log=d.log, step=d.step)
-    raise TypeError(d)
-
-
 SamplerFactory = Callable[[int, Scenario], optuna.samplers.BaseSampler]
 
 METHODS: dict[str, SamplerFactory] = {
@@ -262,7 +252,7 @@ def _search(task: tuple[str, str, int, int]) -> tuple[str, str, int, list[float]
         return sc_name, method, seed, curve
 
     def objective(trial: optuna.Trial) -> float:
-        values = {name: _suggest(trial, name, d) for name, d in sc.space.items()}
+        values = {name: suggest_from(trial, name, d) for name, d in sc.space.items()}
         o = table[sc.snap(values)]
         for k, v in o.constraints.items():
             trial.set_constraint(k, v)

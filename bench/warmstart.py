@@ -48,12 +48,12 @@ from search_efficiency import (  # noqa: E402
     Point,
     _optimum,
     _pct,
-    _suggest,
     baseline_params,
     trials_to,
     write_doc,
 )
 
+from tuner.config.space import suggest_from  # noqa: E402
 from tuner.search.prior import simulated_study, top_distinct  # noqa: E402
 from tuner.search.samplers import make_sampler  # noqa: E402
 from tuner.sim.args import config_from_flags  # noqa: E402
@@ -120,7 +120,7 @@ def _search(task: tuple[str, str, int]) -> tuple[str, str, int, list[float]]:
     curve: list[float] = []
 
     def objective(trial: optuna.Trial) -> float:
-        values = {name: _suggest(trial, name, d) for name, d in sc.space.items()}
+        values = {name: suggest_from(trial, name, d) for name, d in sc.space.items()}
         o = table[sc.snap(values)]
         for k, v in o.constraints.items():
             trial.set_constraint(k, v)

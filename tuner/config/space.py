@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import optuna
 import yaml
@@ -53,6 +54,18 @@ def distribution(name: str, entry: SearchEntry) -> BaseDistribution:
 def distributions(spec: StudySpec) -> dict[str, BaseDistribution]:
     """``{flag: distribution}`` for every searched flag, in the study file's order."""
     return {name: distribution(name, entry) for name, entry in spec.search.items()}
+
+
+def suggest_from(trial: optuna.Trial, name: str, d: BaseDistribution) -> Any:
+    """Suggest ``name`` on ``trial`` from an Optuna distribution (a space given as distributions, as the
+    simulator's studies and the benchmarks have it)."""
+    if isinstance(d, CategoricalDistribution):
+        return trial.suggest_categorical(name, d.choices)
+    if isinstance(d, IntDistribution):
+        return trial.suggest_int(name, d.low, d.high, log=d.log, step=d.step)
+    if isinstance(d, FloatDistribution):
+        return trial.suggest_float(name, d.low, d.high, log=d.log, step=d.step)
+    raise TypeError(f"{name}: unsupported distribution {d!r}")
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> dict[str, FlagValue]:

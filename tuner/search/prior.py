@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
 from tuner.config.argv import trial_flags
 from tuner.config.paths import study_dir
-from tuner.config.space import distributions
+from tuner.config.space import distributions, suggest_from
 from tuner.config.spec import FlagValue, StudySpec
 from tuner.config.workload import CapacitySpec
 from tuner.measure.telemetry.nvml import static_facts
@@ -184,16 +184,6 @@ def predict_for(spec: StudySpec, params: Mapping[str, FlagValue]) -> dict[str, A
 # ---- the simulated study ------------------------------------------------------------------------------
 
 
-def _suggest(trial: optuna.Trial, name: str, d: BaseDistribution) -> Any:
-    if isinstance(d, CategoricalDistribution):
-        return trial.suggest_categorical(name, d.choices)
-    if isinstance(d, IntDistribution):
-        return trial.suggest_int(name, d.low, d.high, log=d.log, step=d.step)
-    if isinstance(d, FloatDistribution):
-        return trial.suggest_float(name, d.low, d.high, log=d.log, step=d.step)
-    raise TypeError(f"{name}: unsupported distribution {d!r}")
-
-
 def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params.items()))
 
@@ -216,7 +206,7 @@ def simulated_study(
     worst = 0.0 if direction == "maximize" else 1e12
 
     def objective(trial: optuna.Trial) -> float:
-        params = {name: _suggest(trial, name, d) for name, d in space.items()}
+        params = {name: suggest_from(trial, name, d) for name, d in space.items()}
         key = _key(params)
         if key not in cache:
             cache[key] = evaluate(params)
