@@ -20,28 +20,20 @@ optimum (median and worst decile).
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import math
-import multiprocessing as mp
-import os
-import sys
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
+import optuna
+import search_efficiency as se
+from _common import ROOT, common_args, pool_map
+from scenarios import SCENARIOS
 
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-import search_efficiency as se  # noqa: E402
-from scenarios import SCENARIOS  # noqa: E402
-
-from tuner.search.samplers import make_sampler  # noqa: E402
+from tuner.config.space import suggest_from
+from tuner.search.samplers import make_sampler
 
 DOC = ROOT / "docs" / "parallel.md"
 START, END = "<!-- parallel:start -->", "<!-- parallel:end -->"
@@ -57,7 +49,7 @@ def search(task: tuple[str, int, int]) -> tuple[str, int, int, list[tuple[float,
     in the order the trials finished."""
     sc_name, slots, seed = task
     sc = next(s for s in SCENARIOS if s.name == sc_name)
-    table, opt = se._TABLES[sc_name], se._OPT[sc_name]
+    table, opt = se.world(sc_name)
     rng = np.random.default_rng(seed + 7919)
     costs = {"start": rng.uniform(*START_S, size=BUDGET), "load": rng.uniform(*LOAD_S, size=BUDGET)}
     with warnings.catch_warnings():
@@ -71,7 +63,7 @@ def search(task: tuple[str, int, int]) -> tuple[str, int, int, list[tuple[float,
         while len(curve) < BUDGET:
             while len(running) < slots and asked < BUDGET:
                 trial = study.ask()
-                values = {name: se.suggest_from(trial, name, d) for name, d in sc.space.items()}
+                values = {name: suggest_from(trial, name, d) for name, d in sc.space.items()}
                 o = table[sc.snap(values)]
                 cost = costs["start"][asked] + (0.0 if o.failure else costs["load"][asked])
                 heapq.heappush(running, (now + float(cost), trial.number, trial, o))
@@ -132,22 +124,10 @@ def report(results: dict[int, list[list[tuple[float, float]]]], n_scenarios: int
     return lines
 
 
-def write_doc(lines: Sequence[str]) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"{DOC}: no {START} ... {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail, encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--seed-base", type=int, default=2000)
-    ap.add_argument("--scenarios", nargs="*", default=None, help="names (default: all)")
-    ap.add_argument("--procs", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--quick", action="store_true", help="the 2 scenarios of search_efficiency --quick")
+    ap = common_args(
+        (__doc__ or "").splitlines()[0], seed_base=2000, quick="the 2 scenarios of search_efficiency --quick"
+    )
     ap.add_argument("--write", action="store_true", help="put the table into docs/parallel.md")
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -155,21 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if args.scenarios is None or s.name in args.scenarios]
     if args.quick:
         scenarios = [s for s in scenarios if s.name in se.QUICK] or scenarios[:2]
-    tables, opt = {}, {}
-    for sc in scenarios:
-        found = se._optimum(sc, args.procs, t0)
-        if found is None:
-            print(f"{sc.name}: no feasible configuration on the grid", file=sys.stderr)
-            return 1
-        tables[sc.name], opt[sc.name] = found[0], found[1].score
-    se._init_tables(tables, opt)
+    se.optima(scenarios, args.procs, t0)
     tasks = [(sc.name, n, args.seed_base + s) for sc in scenarios for n in SLOTS for s in range(args.seeds)]
     results: dict[int, list[list[tuple[float, float]]]] = {n: [] for n in SLOTS}
-    if args.procs > 1:
-        with mp.get_context("fork").Pool(args.procs) as pool:
-            done = list(pool.imap(search, tasks, chunksize=4))
-    else:
-        done = [search(t) for t in tasks]
+    done = pool_map(search, tasks, args.procs, chunksize=4)
     for _, n, _, curve in sorted(done, key=lambda d: (d[0], d[2])):
         results[n].append(curve)
     lines = report(results, len(scenarios), args.seeds)
@@ -180,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print("\n".join(lines))
     if args.write:
-        write_doc(lines)
+        se.write_doc(lines, DOC, markers=(START, END), title="Parallel search", section="Results")
         print(f"\nwritten: {DOC.relative_to(ROOT)}")
     return 0
 

@@ -40,11 +40,7 @@ restart markers). The searches run on two processes.
 
 from __future__ import annotations
 
-import argparse
 import math
-import multiprocessing as mp
-import os
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,37 +49,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
+from _common import ROOT, common_args, pool_map
+from optuna.distributions import CategoricalDistribution
+from scenarios import SCENARIOS as BENCH_SCENARIOS
+from scenarios import Param, Scenario, Value
+from search_efficiency import Outcome, Point, evaluate, failed_outcome, grid_table
+from search_efficiency import write_doc as write_marked_doc
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import optuna  # noqa: E402
-from optuna.distributions import CategoricalDistribution  # noqa: E402
-from scenarios import BLOCK, H200_GMU, H200_MNBT, H200_MNS, LLAMA_8B, QUANT, Param, Scenario, Value  # noqa: E402
-from scenarios import SCENARIOS as BENCH_SCENARIOS  # noqa: E402
-from search_efficiency import (  # noqa: E402
-    FAILED_KEY,
-    FAILURE_VIOLATION,
-    Outcome,
-    Point,
-    evaluate,
-    grid_table,
-)
-from search_efficiency import write_doc as write_marked_doc  # noqa: E402
-
-from tuner.config.space import prelaunch_violation, suggest_from  # noqa: E402
-from tuner.config.workload import CapacitySpec  # noqa: E402
-from tuner.measure.memory import check_fits  # noqa: E402
-from tuner.report.status import summarize_starts  # noqa: E402
-from tuner.search.record import ATTR_BASELINE, is_baseline  # noqa: E402
-from tuner.search.restart_cost import Launch, RestartCost, compile_key  # noqa: E402
-from tuner.search.samplers import make_sampler, set_trial_cost  # noqa: E402
-from tuner.sim.engine import SimWorkload  # noqa: E402
-from tuner.sim.hardware import get_hardware  # noqa: E402
-from tuner.sim.model_shape import BUILTIN  # noqa: E402
+from tuner.config.space import prelaunch_violation, suggest_from
+from tuner.config.workload import CapacitySpec
+from tuner.measure.memory import check_fits
+from tuner.report.status import summarize_starts
+from tuner.search.record import ATTR_BASELINE, is_baseline
+from tuner.search.restart_cost import Launch, RestartCost, compile_key
+from tuner.search.samplers import make_sampler, set_trial_cost
+from tuner.sim.hardware import get_hardware
+from tuner.sim.model_shape import BUILTIN
 
 DOC = ROOT / "docs" / "restart_cost.md"
 START, END = "<!-- restart:start -->", "<!-- restart:end -->"
@@ -100,16 +82,11 @@ CACHE = "bench-host:cache"  # one compile cache for the whole search (one machin
 
 # ---- the H200 scenario: studies/h200-llama8b.yaml ---------------------------------------------------------
 
-H200_PARAMS = (H200_GMU, H200_MNS, H200_MNBT, BLOCK, QUANT)
-H200 = Scenario(
-    name="h200-llama8b",
+#: bench/scenarios.py's h200-llama8b (its model, workload, SLO and five flags; max-model-len: vLLM's default,
+#: 131072, as the study file leaves it) under the study file's own ladder
+H200 = replace(
+    next(sc for sc in BENCH_SCENARIOS if sc.name == "h200-llama8b"),
     title="studies/h200-llama8b.yaml: chat (1024 in / 256 out), Llama-3.1-8B on H200, choice lists",
-    model=LLAMA_8B,
-    hardware="H200",
-    workload=SimWorkload(input_tokens=1024, output_tokens=256, requests=256),
-    slo={"ttft_p99": 1000.0, "itl_p99": 50.0},
-    params=H200_PARAMS,
-    fixed={},  # max-model-len: vLLM's default (131072), as the study file leaves it
     capacity=CapacitySpec(levels=[32, 64, 128, 256], requests_per_step=256, stop_factor=2.0),
 )
 #: bench/scenarios.py's scenarios but its h200-llama8b (the same study under the refined rule from concurrency 1):
@@ -146,12 +123,6 @@ def effective_flags(sc: Scenario, params: Mapping[str, Any]) -> dict[str, Value 
     for k, v in params.items():
         flags[k] = None if v == "none" else v
     return flags
-
-
-def _failed(sc: Scenario, failure: str) -> Outcome:
-    cons = {k: FAILURE_VIOLATION for k in sc.slo}
-    cons[FAILED_KEY] = 1.0
-    return Outcome(0.0, cons, False, failure=failure, kv_limited=False)
 
 
 def refused(sc: Scenario, flags: Mapping[str, Value | None]) -> str | None:
@@ -207,15 +178,7 @@ def grid(
     groups: dict[Point, list[Point]] = {}
     for pt in sc.points():
         groups.setdefault(tuple(v for i, v in enumerate(pt) if i != i_gmu), []).append(pt)
-    table: dict[Point, Outcome] = {}
-    if procs > 1:
-        with mp.get_context("fork").Pool(procs) as pool:
-            for part in pool.imap_unordered(_eval_group, list(groups.values()), chunksize=2):
-                table.update(part)
-    else:
-        for g in groups.values():
-            table.update(_eval_group(g))
-    return table
+    return {pt: o for part in pool_map(_eval_group, groups.values(), procs, chunksize=2) for pt, o in part}
 
 
 # ---- one search against the simulated clock ---------------------------------------------------------------
@@ -309,7 +272,7 @@ def search(task: tuple[str, str, int]) -> Run:
             u_start, u_load = draws[i]
             startup: float | None = None
             if refused(sc, flags) is not None:
-                o, took = _failed(sc, "refused"), 0.0
+                o, took = failed_outcome(sc, "refused"), 0.0
                 n_refused += 1
             else:
                 o = _BASE[sc_name] if is_base else table[sc.snap(params)]
@@ -486,12 +449,11 @@ def _tasks(scenarios: Sequence[Scenario], seeds: Sequence[int]) -> Iterator[tupl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--seed-base", type=int, default=1000)
-    ap.add_argument("--scenarios", nargs="*", default=None, help="names (default: all)")
-    ap.add_argument("--procs", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--quick", action="store_true", help=f"{', '.join(QUICK_SCENARIOS)}; 3 seeds; no doc")
+    ap = common_args(
+        (__doc__ or "").splitlines()[0],
+        seed_base=1000,
+        quick=f"{', '.join(QUICK_SCENARIOS)}; 3 seeds; no doc",
+    )
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -508,8 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = grid(sc, args.procs, tables)
         feas = {p: o for p, o in table.items() if o.feasible}
         if not feas:
-            print(f"{sc.name}: no feasible configuration on the grid", file=sys.stderr)
-            return 1
+            raise SystemExit(f"{sc.name}: no feasible configuration on the grid")
         best_pt = max(feas, key=lambda p: feas[p].score)
         opt = feas[best_pt].score
         n_sim = len({id(o) for o in table.values()})
@@ -526,12 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _init(tables, {k: v[0] for k, v in info.items()}, base)
     tasks = list(_tasks(scenarios, seeds))
-    runs: list[Run] = []
-    if args.procs > 1:
-        with mp.get_context("fork").Pool(args.procs) as pool:
-            runs = list(pool.imap_unordered(search, tasks, chunksize=1))
-    else:
-        runs = [search(t) for t in tasks]
+    runs = pool_map(search, tasks, args.procs)
     elapsed = time.monotonic() - t0
     print(f"[{elapsed:5.0f}s] searches done ({len(tasks)} runs)", flush=True)
 

@@ -30,11 +30,8 @@ same run. The grid and the searches run on two processes.
 
 from __future__ import annotations
 
-import argparse
 import math
-import multiprocessing as mp
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -42,21 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import optuna
+from _common import ROOT, common_args, pool_map
+from optuna.distributions import FloatDistribution, IntDistribution
+from scenarios import SCENARIOS, Scenario, Value
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import optuna  # noqa: E402
-from optuna.distributions import FloatDistribution, IntDistribution  # noqa: E402
-from scenarios import SCENARIOS, Scenario, Value  # noqa: E402
-
-from tuner.config.space import suggest_from  # noqa: E402
-from tuner.search.samplers import make_sampler, tpe_sampler  # noqa: E402
-from tuner.sim.args import config_from_flags  # noqa: E402
-from tuner.sim.engine import StartupError, capacity, plan_engine  # noqa: E402
+from tuner.config.space import suggest_from
+from tuner.search.samplers import make_sampler, tpe_sampler
+from tuner.sim.args import config_from_flags
+from tuner.sim.engine import StartupError, capacity, plan_engine
 
 DOC = ROOT / "docs" / "simulator.md"
 PLOT = ROOT / "docs" / "search_efficiency.png"
@@ -88,6 +79,13 @@ def defaults_outcome(sc: Scenario) -> Outcome:
     return evaluate(sc, (), flags=dict(sc.fixed))
 
 
+def failed_outcome(sc: Scenario, failure: str) -> Outcome:
+    """A configuration that did not start (or was refused): every constraint violated, no score."""
+    cons = {k: FAILURE_VIOLATION for k in sc.slo}
+    cons[FAILED_KEY] = 1.0
+    return Outcome(0.0, cons, False, failure=failure, kv_limited=False)
+
+
 def evaluate(sc: Scenario, point: Point, flags: Mapping[str, Value | None] | None = None) -> Outcome:
     """The objective at one grid point, or at explicit ``flags``: tuner's capacity rule on the simulator.
     Constraint values are those of the step tuner scores (the best meeting the SLO, else the nearest miss)."""
@@ -95,9 +93,7 @@ def evaluate(sc: Scenario, point: Point, flags: Mapping[str, Value | None] | Non
     try:
         plan = plan_engine(config_from_flags(sc.model, dict(flags), sc.hardware))
     except StartupError as e:
-        cons = {k: FAILURE_VIOLATION for k in sc.slo}
-        cons[FAILED_KEY] = 1.0
-        return Outcome(0.0, cons, False, failure=e.failure, kv_limited=False)
+        return failed_outcome(sc, e.failure)
     res = capacity(plan, sc.workload, sc.slo, sc.capacity)
     s = res.steps[res.scored][1]
     cons = {k: min(s.metric(k) / lim - 1.0, FAILURE_VIOLATION) for k, lim in sc.slo.items()}
@@ -163,15 +159,7 @@ def grid_table(sc: Scenario, procs: int) -> dict[Point, Outcome]:
         key = tuple(v for i, v in enumerate(pt) if i not in (i_gmu, i_pc))
         groups.setdefault(key, []).append(pt)
     work = sorted(groups.values(), key=len, reverse=True)
-    table: dict[Point, Outcome] = {}
-    if procs > 1:
-        with mp.get_context("fork").Pool(procs) as pool:
-            for part in pool.imap_unordered(_eval_group, work, chunksize=4):
-                table.update(part)
-    else:
-        for g in work:
-            table.update(_eval_group(g))
-    return table
+    return {pt: o for part in pool_map(_eval_group, work, procs, chunksize=4) for pt, o in part}
 
 
 # ---- searches --------------------------------------------------------------------------------------------
@@ -230,26 +218,19 @@ def baseline_params(sc: Scenario) -> dict[str, Value]:
     return out
 
 
-_TABLES: dict[str, dict[Point, Outcome]] = {}
-_OPT: dict[str, float] = {}
-
-
-def _search(task: tuple[str, str, int, int]) -> tuple[str, str, int, list[float]]:
-    """One search: the best feasible fraction of the optimum after each trial."""
-    sc_name, method, seed, n_trials = task
-    sc = next(s for s in SCENARIOS if s.name == sc_name)
-    table, opt = _TABLES[sc_name], _OPT[sc_name]
+def run_search(
+    sc: Scenario,
+    table: Mapping[Point, Outcome],
+    opt: float,
+    sampler: Callable[[], optuna.samplers.BaseSampler],
+    n_trials: int,
+    enqueue: Sequence[Mapping[str, Value]] = (),
+) -> list[float]:
+    """One study on a scenario's exhaustive ``table``, as tuner's loop gives it the objective and the
+    constraints: the trials of ``enqueue`` first (params), then ``sampler()``'s; returns the best feasible
+    score as a fraction of ``opt`` after each trial."""
     best = 0.0
     curve: list[float] = []
-
-    if method in DETERMINISTIC:
-        for pt in sc.autotune(wide="wide" in method)[:n_trials]:
-            o = table[pt] if pt in table else evaluate(sc, pt)  # a point outside the scenario's space
-            if o.feasible:
-                best = max(best, o.score)
-            curve.append(best / opt)
-        curve += [curve[-1]] * (n_trials - len(curve))
-        return sc_name, method, seed, curve
 
     def objective(trial: optuna.Trial) -> float:
         values = {name: suggest_from(trial, name, d) for name, d in sc.space.items()}
@@ -266,18 +247,42 @@ def _search(task: tuple[str, str, int, int]) -> tuple[str, str, int, list[float]
         curve.append(best / opt)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sampler = METHODS[method.removesuffix(BASELINE_SUFFIX)](seed, sc)
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-        if method.endswith(BASELINE_SUFFIX):
-            study.enqueue_trial(baseline_params(sc))
+        warnings.simplefilter("ignore")  # Optuna's experimental-feature warnings
+        study = optuna.create_study(direction="maximize", sampler=sampler())
+        for params in enqueue:
+            study.enqueue_trial(dict(params))
         study.optimize(objective, n_trials=n_trials, callbacks=[record])
+    return curve
+
+
+_TABLES: dict[str, dict[Point, Outcome]] = {}
+_OPT: dict[str, float] = {}
+
+
+def world(sc_name: str) -> tuple[dict[Point, Outcome], float]:
+    """A scenario's exhaustive table and optimum score, as :func:`optima` kept them for the search workers."""
+    return _TABLES[sc_name], _OPT[sc_name]
+
+
+def _search(task: tuple[str, str, int, int]) -> tuple[str, str, int, list[float]]:
+    """One search: the best feasible fraction of the optimum after each trial."""
+    sc_name, method, seed, n_trials = task
+    sc = next(s for s in SCENARIOS if s.name == sc_name)
+    table, opt = world(sc_name)
+    if method not in DETERMINISTIC:
+        factory = METHODS[method.removesuffix(BASELINE_SUFFIX)]
+        first = [baseline_params(sc)] if method.endswith(BASELINE_SUFFIX) else []
+        curve = run_search(sc, table, opt, lambda: factory(seed, sc), n_trials, first)
+        return sc_name, method, seed, curve
+    best = 0.0
+    curve = []
+    for pt in sc.autotune(wide="wide" in method)[:n_trials]:
+        o = table[pt] if pt in table else evaluate(sc, pt)  # a point outside the scenario's space
+        if o.feasible:
+            best = max(best, o.score)
+        curve.append(best / opt)
+    curve += [curve[-1]] * (n_trials - len(curve))
     return sc_name, method, seed, curve
-
-
-def _init_tables(tables: dict[str, dict[Point, Outcome]], opt: dict[str, float]) -> None:
-    _TABLES.update(tables)
-    _OPT.update(opt)
 
 
 # ---- report ----------------------------------------------------------------------------------------------
@@ -569,6 +574,24 @@ def _optimum(sc: Scenario, procs: int, t0: float) -> tuple[dict[Point, Outcome],
     return table, found
 
 
+def optima(
+    scenarios: Sequence[Scenario], procs: int, t0: float
+) -> tuple[dict[str, dict[Point, Outcome]], dict[str, Optimum]]:
+    """Each scenario's exhaustive table and optimum (:func:`_optimum`), also kept for the search workers
+    (:func:`world`; fork them after this). A scenario without a feasible grid point ends the run
+    (a one-line error, exit status 1)."""
+    tables: dict[str, dict[Point, Outcome]] = {}
+    optimum: dict[str, Optimum] = {}
+    for sc in scenarios:
+        found = _optimum(sc, procs, t0)
+        if found is None:
+            raise SystemExit(f"{sc.name}: no feasible configuration on the grid")
+        tables[sc.name], optimum[sc.name] = found
+    _TABLES.update(tables)
+    _OPT.update({k: v.score for k, v in optimum.items()})
+    return tables, optimum
+
+
 def _tasks(
     scenarios: Sequence[Scenario], methods: Sequence[str], seeds: int, gp_seeds: int, seed_base: int
 ) -> list[tuple[str, str, int, int]]:
@@ -592,15 +615,12 @@ def _tasks(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument(
-        "--seed-base",
-        type=int,
-        default=1000,
-        help="first seed (the defaults were chosen on seeds 0-19 and 100-129; the report uses fresh ones)",
+    ap = common_args(
+        (__doc__ or "").splitlines()[0],
+        seed_base=1000,
+        seed_base_help="first seed (the defaults were chosen on seeds 0-19 and 100-129; the report uses fresh ones)",
+        quick="2 scenarios, 5 seeds, no doc update",
     )
-    ap.add_argument("--scenarios", nargs="*", default=None, help="names (default: all)")
     ap.add_argument("--methods", nargs="*", default=None, help="names (default: all)")
     ap.add_argument(
         "--gp-seeds",
@@ -608,8 +628,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=2,
         help="seeds for the GP sampler (about a minute per 40-trial search here; 20 seeds take ~1.5 h)",
     )
-    ap.add_argument("--procs", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--quick", action="store_true", help="2 scenarios, 5 seeds, no doc update")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -621,37 +639,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = [m for m in METHODS if args.methods is None or m in args.methods]
     gp_seeds = min(args.gp_seeds, seeds)
 
-    tables: dict[str, dict[Point, Outcome]] = {}
-    optimum: dict[str, Optimum] = {}
-    for sc in scenarios:
-        found = _optimum(sc, args.procs, t0)
-        if found is None:
-            print(f"{sc.name}: no feasible configuration on the grid", file=sys.stderr)
-            return 1
-        tables[sc.name], optimum[sc.name] = found
-
-    _init_tables(tables, {k: v.score for k, v in optimum.items()})
+    _, optimum = optima(scenarios, args.procs, t0)
     tasks = _tasks(scenarios, methods, seeds, gp_seeds, args.seed_base)
     results: dict[tuple[str, str], list[list[float]]] = {}
     random_long: dict[str, list[list[float]]] = {}
-
-    def collect(item: tuple[str, str, int, list[float]]) -> None:
-        name, method, _, curve = item
-        if method == "random-long":
+    run_tasks = [(n, "random" if m == "random-long" else m, s, k) for n, m, s, k in tasks]
+    for (name, label, _, _), (_, _, _, curve) in zip(
+        tasks, pool_map(_search, run_tasks, args.procs), strict=True
+    ):
+        if label == "random-long":
             random_long.setdefault(name, []).append(curve)
         else:
-            results.setdefault((name, method), []).append(curve)
-
-    run_tasks = [(n, "random" if m == "random-long" else m, s, k) for n, m, s, k in tasks]
-    labels = [m for _, m, _, _ in tasks]
-    if args.procs > 1:
-        with mp.get_context("fork").Pool(args.procs) as pool:
-            for label, item in zip(labels, pool.imap(_search, run_tasks, chunksize=1), strict=True):
-                collect((item[0], label, item[2], item[3]))
-    else:
-        for label, task in zip(labels, run_tasks, strict=True):
-            item = _search(task)
-            collect((item[0], label, item[2], item[3]))
+            results.setdefault((name, label), []).append(curve)
     print(f"[{time.monotonic() - t0:5.0f}s] searches done ({len(tasks)} runs)", flush=True)
 
     lines = report(results, random_long, optimum, scenarios, time.monotonic() - t0)

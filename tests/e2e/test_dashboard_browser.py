@@ -22,7 +22,8 @@ from typing import Any
 
 import optuna
 import pytest
-import yaml
+
+from tests.studyfiles import SIM_SERVER, write_study_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -89,21 +90,7 @@ def _study_file(tmp_path: Path, model: Path) -> Path:
         "name": "browser",
         "storage": f"sqlite:///{tmp_path / 'browser.db'}",
         "model": str(model),
-        "server": {
-            "command": [
-                "python",
-                "-m",
-                "tuner.sim",
-                "--sim-hardware",
-                "cpu-2core",
-                "--sim-time-scale",
-                "0.02",
-                "--sim-startup-s",
-                "0",
-            ],
-            "args": {"max-model-len": 2048},
-            "startup_timeout_s": 60,
-        },
+        "server": SIM_SERVER,
         "search": {"max-num-seqs": {"low": 2, "high": 32, "log": True}, "block-size": {"choices": [32, 64]}},
         "workload": {
             "input_tokens": 16,
@@ -116,9 +103,7 @@ def _study_file(tmp_path: Path, model: Path) -> Path:
         "n_trials": TRIALS,
         "results_dir": str(tmp_path / "runs"),
     }
-    path = tmp_path / "browser.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_study_file(tmp_path, spec)
 
 
 def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:

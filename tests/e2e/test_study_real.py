@@ -13,49 +13,43 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
-import yaml
 
 from tests.conftest import CPU_GMU
+from tests.studyfiles import real_vllm_study, tuner_cli
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
 def write_study(tmp_path: Path, model: Path, command: list[str], name: str, n_trials: int) -> Path:
-    doc: dict[str, Any] = {
-        "name": name,
-        "model": str(model),
-        "server": {"command": command, "args": {"max-model-len": 512}, "startup_timeout_s": 600},
-        "baseline": {"gpu-memory-utilization": CPU_GMU},  # the CPU build's default (0.92) cannot start here
-        "search": {
+    return real_vllm_study(
+        tmp_path,
+        model,
+        command,
+        name,
+        {"max-model-len": 512},
+        baseline={"gpu-memory-utilization": CPU_GMU},  # the CPU build's default (0.92) cannot start here
+        search={
             "gpu-memory-utilization": {"low": 0.05, "high": CPU_GMU},
             "max-num-seqs": {"low": 2, "high": 32, "log": True},
             "block-size": {"choices": [32, 64]},
         },
-        "workload": {
+        workload={
             "input_tokens": 64,
             "output_tokens": 16,
             "requests": 16,
             "warmup_requests": 2,
             "capacity": {"start": 2, "factor": 2, "max_level": 8, "requests_per_step": 12},
         },
-        "slo": {"ttft_p99_ms": 4000, "itl_p99_ms": 800},
-        "n_trials": n_trials,
-        "results_dir": str(tmp_path / "runs"),
-        "storage": f"sqlite:///{tmp_path / (name + '.db')}",
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+        slo={"ttft_p99_ms": 4000, "itl_p99_ms": 800},
+        n_trials=n_trials,
+    )
 
 
 def tuner(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tuner", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return tuner_cli(*args, timeout=timeout)
 
 
 def vllm_processes(model: Path) -> list[str]:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import yaml
 
 from tests.conftest import CPU_GMU
+from tests.studyfiles import real_vllm_study, tuner_cli
 from tuner.config.spec import load_spec
 from tuner.load.prompts import load_tokenizer
 from tuner.load.traffic import Traffic, build_traffic
@@ -38,30 +37,21 @@ MAX_MODEL_LEN = 512
 
 
 def write_study(tmp_path: Path, model: Path, command: list[str], name: str, workload: dict[str, Any]) -> Path:
-    doc: dict[str, Any] = {
-        "name": name,
-        "model": str(model),
-        "server": {
-            "command": command,
-            "args": {"max-model-len": MAX_MODEL_LEN, "gpu-memory-utilization": CPU_GMU},
-            "startup_timeout_s": 600,
-        },
-        "search": {"max-num-seqs": {"low": 2, "high": 32, "log": True}},
-        "workload": workload,
-        "slo": {"ttft_p90_ms": 8000},
-        "n_trials": 1,
-        "results_dir": str(tmp_path / "runs"),
-        "storage": f"sqlite:///{tmp_path / (name + '.db')}",
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return real_vllm_study(
+        tmp_path,
+        model,
+        command,
+        name,
+        {"max-model-len": MAX_MODEL_LEN, "gpu-memory-utilization": CPU_GMU},
+        search={"max-num-seqs": {"low": 2, "high": 32, "log": True}},
+        workload=workload,
+        slo={"ttft_p90_ms": 8000},
+        n_trials=1,
+    )
 
 
 def tuner(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tuner", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return tuner_cli(*args, timeout=timeout)
 
 
 def planned(study: Path) -> Traffic:

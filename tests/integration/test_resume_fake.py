@@ -15,14 +15,14 @@ from typing import Any
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
+from tests.fakes.trial_fn import Fake
+from tests.studyfiles import write_study_file
 from tuner.config.paths import default_storage
 from tuner.config.spec import StudySpec, load_spec
 from tuner.measure.metrics import Summary
 from tuner.measure.result import TrialResult
-from tuner.progress import Reporter
 from tuner.search.loop import run_study
 from tuner.search.storage import open_storage
 from tuner.search.study import StudyHandle
@@ -92,8 +92,7 @@ def write_spec(tmp_path: Path, n_trials: int) -> StudySpec:
         "slo": {"ttft_p99_ms": 1500},
         "n_trials": n_trials,
     }
-    path = tmp_path / "resume.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = write_study_file(tmp_path, data)
     (tmp_path / "worker.py").write_text(WORKER.format(root=str(ROOT)))
     return load_spec(path)
 
@@ -117,24 +116,11 @@ def wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 30) -> 
         time.sleep(0.05)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def __call__(
-        self,
-        spec: StudySpec,
-        params: Mapping[str, Any],
-        *,
-        log_dir: Path,
-        runtime_dir: Path,
-        reporter: Reporter,
-        best_so_far: float | None = None,
-    ) -> TrialResult:
-        self.calls.append(dict(params))
-        seqs = float(params.get("max-num-seqs", 16))
-        m = {"output_throughput_tok_s": 10 * seqs, "ttft_ms": {"p99": 30.0 * seqs}, "completed": 4}
-        return TrialResult(status="ok", summary=Summary.from_dict(m), flags=dict(params))
+def measured(_call: int, params: Mapping[str, Any]) -> TrialResult:
+    """The workers' measurement (:data:`WORKER`), for the trial function of the resuming run."""
+    seqs = float(params.get("max-num-seqs", 16))
+    m = {"output_throughput_tok_s": 10 * seqs, "ttft_ms": {"p99": 30.0 * seqs}, "completed": 4}
+    return TrialResult(status="ok", summary=Summary.from_dict(m), flags=dict(params))
 
 
 def trials_of(spec: StudySpec) -> list[optuna.trial.FrozenTrial]:
@@ -145,7 +131,7 @@ def key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
 
 
-def check_resumed(spec: StudySpec, lost_params: dict[str, Any], before: set[Any], resumed: Recorder) -> None:
+def check_resumed(spec: StudySpec, lost_params: dict[str, Any], before: set[Any], resumed: Fake) -> None:
     """After a resume: the budget is met, nothing is RUNNING or queued, the lost params ran again first,
     and no configuration that had finished ran again."""
     trials = trials_of(spec)
@@ -178,7 +164,7 @@ def test_resume_after_the_worker_dies(tmp_path: Path, how: str) -> None:
     assert len(before) == 3
     lost_params = dict(running[0].params)
 
-    resumed = Recorder()
+    resumed = Fake(measured)
     out = run_study(spec, trial_fn=resumed, must_exist=True)
     assert out.repaired == [3] and out.complete == 6
     check_resumed(spec, lost_params, before, resumed)
@@ -199,7 +185,7 @@ def test_second_ctrl_c_exits_at_once_and_stays_resumable(tmp_path: Path) -> None
     assert [t.number for t in running] == [2]
     before = finished_params(spec)
 
-    resumed = Recorder()
+    resumed = Fake(measured)
     run_study(spec, trial_fn=resumed, must_exist=True)
     check_resumed(spec, dict(running[0].params), before, resumed)
 
@@ -243,7 +229,7 @@ def _orphan_candidate(spec: StudySpec, worker: dict[str, Any], heartbeat_at: flo
 
 def test_liveness_rules(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, n_trials=1)
-    run_study(spec, trial_fn=Recorder())
+    run_study(spec, trial_fn=Fake(measured))
     me = this_worker()
     now = time.time()
     cases = {

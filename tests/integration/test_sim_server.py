@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.studyfiles import SIM_SERVER, write_study_file
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -175,7 +177,6 @@ def test_tuner_run_study_against_the_simulator(tiny_model: Path, tmp_path: Path)
     """A whole ``tuner run`` where only ``server.command`` differs from a real study: trials start the
     simulator, measure it, and a refused block size is recorded as a failed configuration."""
     import optuna
-    import yaml
 
     from tuner.cli.main import main as tuner_main
     from tuner.config.paths import default_storage
@@ -184,21 +185,7 @@ def test_tuner_run_study_against_the_simulator(tiny_model: Path, tmp_path: Path)
     study = {
         "name": "sim-e2e",
         "model": str(tiny_model),
-        "server": {
-            "command": [
-                "python",
-                "-m",
-                "tuner.sim",
-                "--sim-hardware",
-                "cpu-2core",
-                "--sim-time-scale",
-                "0.02",
-                "--sim-startup-s",
-                "0",
-            ],
-            "args": {"max-model-len": 2048},
-            "startup_timeout_s": 60,
-        },
+        "server": SIM_SERVER,
         "search": {
             "max-num-seqs": {"low": 2, "high": 32, "log": True},
             "block-size": {"choices": [32, 16]},  # 16: "No valid attention backend" on the CPU profile
@@ -216,8 +203,7 @@ def test_tuner_run_study_against_the_simulator(tiny_model: Path, tmp_path: Path)
         "n_trials": 4,
         "seed": 1,
     }
-    path = tmp_path / "sim-e2e.yaml"
-    path.write_text(yaml.safe_dump(study))
+    path = write_study_file(tmp_path, study)
     assert tuner_main(["run", str(path)]) == 0
     trials = optuna.load_study(study_name="sim-e2e", storage=default_storage(load_spec(path))).get_trials()
     # a configuration that failed (invalid_config) is told PRUNED, without values

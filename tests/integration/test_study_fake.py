@@ -7,23 +7,21 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
+from tests.fakes.trial_fn import Fake, synthetic
+from tests.studyfiles import write_study_file
 from tuner.config.argv import trial_flags
 from tuner.config.paths import default_storage
-from tuner.config.space import prelaunch_violation
 from tuner.config.spec import StudySpec, load_spec
 from tuner.errors import Interrupted, UsageError
-from tuner.measure.metrics import Summary
 from tuner.measure.result import TrialResult
-from tuner.progress import Reporter
 from tuner.search.loop import run_study
 
 SEARCH = {
@@ -44,62 +42,7 @@ def write_spec(tmp_path: Path, **extra: Any) -> StudySpec:
         "n_trials": 6,
     }
     data.update(extra)
-    path = tmp_path / "fake.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_spec(path)
-
-
-def synthetic(params: Mapping[str, Any]) -> TrialResult:
-    """A deterministic measurement of a configuration."""
-    seqs = float(params.get("max-num-seqs", 16))
-    gmu = float(params.get("gpu-memory-utilization", 0.3))
-    metrics = {
-        "output_throughput_tok_s": 100 * math.log2(seqs + 1) * gmu,
-        "ttft_ms": {"p99": 60.0 * seqs},
-        "completed": 8,
-    }
-    return TrialResult(
-        status="ok",
-        summary=Summary.from_dict(metrics),
-        argv=["vllm", "serve", "/m", "--host", "127.0.0.1", "--port", "1"],
-        flags=dict(params),
-        env={"vllm_version": "0.0-fake", "hardware": "fake cpu"},
-        started_at=time.time(),
-        ended_at=time.time(),
-    )
-
-
-class Fake:
-    """A trial function that records the configurations it would launch; ``behaviour(call_index, params)``
-    may override the result. Like :func:`tuner.measure.trial.run_trial` it refuses a configuration broken by
-    a pre-launch rule (``infeasible``, no launch, not recorded)."""
-
-    def __init__(
-        self, behaviour: Callable[[int, Mapping[str, Any]], TrialResult | None] | None = None
-    ) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.behaviour = behaviour
-
-    def __call__(
-        self,
-        spec: StudySpec,
-        params: Mapping[str, Any],
-        *,
-        log_dir: Path,
-        runtime_dir: Path,
-        reporter: Reporter,
-        best_so_far: float | None = None,
-    ) -> TrialResult:
-        flags, _model = trial_flags(spec, params)
-        reason = prelaunch_violation(flags)
-        if reason is not None:
-            return TrialResult(status="infeasible", message=reason, flags=dict(flags))
-        self.calls.append(dict(params))
-        if self.behaviour is not None:
-            out = self.behaviour(len(self.calls) - 1, params)
-            if out is not None:
-                return out
-        return synthetic(params)
+    return load_spec(write_study_file(tmp_path, data))
 
 
 def load(spec: StudySpec) -> optuna.Study:
@@ -356,7 +299,6 @@ def expected_cached(trials: list[optuna.trial.FrozenTrial]) -> list[bool]:
 
 
 def test_every_trial_records_its_compile_key(tmp_path: Path, _private_vllm_cache: Path) -> None:
-    from tuner.config.argv import trial_flags
     from tuner.search.restart_cost import MARKER, cache_identity, compile_key
 
     search = {"gpu-memory-utilization": {"low": 0.1, "high": 0.5}, "max-num-seqs": {"choices": [16, 32]}}
