@@ -25,40 +25,33 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import multiprocessing as mp
 import os
-import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import optuna  # noqa: E402
-from scenarios import SCENARIOS, Scenario  # noqa: E402
-from search_efficiency import (  # noqa: E402
+import optuna
+from _common import ROOT, common_args, pool_map
+from scenarios import SCENARIOS, Scenario
+from search_efficiency import (
     K_MAX,
-    Outcome,
     Point,
-    _optimum,
     _pct,
     baseline_params,
+    optima,
+    run_search,
     trials_to,
+    world,
     write_doc,
 )
 
-from tuner.config.space import suggest_from  # noqa: E402
-from tuner.search.prior import simulated_study, top_distinct  # noqa: E402
-from tuner.search.samplers import make_sampler  # noqa: E402
-from tuner.sim.args import config_from_flags  # noqa: E402
-from tuner.sim.hardware import get_hardware  # noqa: E402
-from tuner.sim.predict import Prediction, perturbed, predict  # noqa: E402
+from tuner.search.prior import SimTarget, simulated_study, top_distinct
+from tuner.search.samplers import make_sampler
+from tuner.sim.args import config_from_flags
+from tuner.sim.hardware import get_hardware
+from tuner.sim.predict import Prediction, perturbed, predict
 
 DOC = ROOT / "docs" / "warmstart.md"
 START, END = "<!-- warmstart:start -->", "<!-- warmstart:end -->"
@@ -106,8 +99,7 @@ def _prior_picks(task: tuple[str, str, int, int, int]) -> tuple[str, str, list[P
     return sc_name, prior, [sc.snap(p) for p, _ in picks], time.monotonic() - t0
 
 
-_TABLES: dict[str, dict[Point, Outcome]] = {}
-_OPT: dict[str, float] = {}
+#: the prior's picks by (scenario, prior), kept for the search workers (set before they fork)
 _PICKS: dict[tuple[str, str], list[Point]] = {}
 
 
@@ -115,48 +107,19 @@ def _search(task: tuple[str, str, int]) -> tuple[str, str, int, list[float]]:
     """One real search (the world's table): baseline, the prior's picks (prior ``"cold"``: none), TPE."""
     sc_name, prior, seed = task
     sc = next(s for s in SCENARIOS if s.name == sc_name)
-    table, opt = _TABLES[sc_name], _OPT[sc_name]
-    best = 0.0
-    curve: list[float] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        values = {name: suggest_from(trial, name, d) for name, d in sc.space.items()}
-        o = table[sc.snap(values)]
-        for k, v in o.constraints.items():
-            trial.set_constraint(k, v)
-        return o.score
-
-    def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal best
-        o = table[sc.snap(trial.params)]
-        if o.feasible:
-            best = max(best, o.score)
-        curve.append(best / opt)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sampler = make_sampler("tpe", seed=seed, n_objectives=1, constraints_func=None, search_space=sc.space)
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-        study.enqueue_trial(baseline_params(sc))
-        for pt in _PICKS.get((sc_name, prior), []):
-            study.enqueue_trial({p.name: v for p, v in zip(sc.params, pt, strict=True)})
-        study.optimize(objective, n_trials=K_MAX, callbacks=[record])
+    picks = [
+        {p.name: v for p, v in zip(sc.params, pt, strict=True)} for pt in _PICKS.get((sc_name, prior), [])
+    ]
+    table, opt = world(sc_name)
+    curve = run_search(
+        sc,
+        table,
+        opt,
+        lambda: make_sampler("tpe", seed=seed, n_objectives=1, constraints_func=None, search_space=sc.space),
+        K_MAX,
+        [baseline_params(sc), *picks],
+    )
     return sc_name, prior, seed, curve
-
-
-def _init(
-    tables: dict[str, dict[Point, Outcome]], opt: dict[str, float], picks: dict[tuple[str, str], list[Point]]
-) -> None:
-    _TABLES.update(tables)
-    _OPT.update(opt)
-    _PICKS.update(picks)
-
-
-def _map(fn, tasks, procs: int):  # type: ignore[no-untyped-def]
-    if procs > 1:
-        with mp.get_context("fork").Pool(procs) as pool:
-            return list(pool.imap_unordered(fn, tasks, chunksize=1))
-    return [fn(t) for t in tasks]
 
 
 def _fmt(x: float) -> str:
@@ -202,7 +165,7 @@ def report(
     pooled: dict[str, list[float]] = {a: [] for a in arms}
     diffs: list[float] = []
     for sc in scenarios:
-        table = _TABLES[sc.name]
+        table, _ = world(sc.name)
         first = []
         for k in PRIORS:
             pts = picks.get((sc.name, k)) or []
@@ -266,19 +229,27 @@ ERR_START, ERR_END = "<!-- h200-errors:start -->", "<!-- h200-errors:end -->"
 ERR_METRICS = ("output_throughput", "ttft_p99", "itl_p99", "tpot_p99", "e2e_p99")
 
 
-def error_table(db: str, study_file: str, model: str | None, hardware: str | None) -> list[str]:
-    """The simulator's prediction for each finished trial of a stored study (read-only) against its
-    measurement: one row a trial, then the median absolute error per metric."""
+def _stored_study(
+    db: str, study_file: str, model: str | None, hardware: str | None
+) -> tuple[Any, SimTarget, optuna.Study]:
+    """The study file (with ``model`` as its model shape), its simulator target and the stored study."""
     from tuner.config.spec import load_spec
-    from tuner.search.prior import measured_metrics, prediction_errors, sim_target
-    from tuner.search.record import read
+    from tuner.search.prior import sim_target
 
     spec = load_spec(study_file)
     if model:
         spec = spec.model_copy(update={"model": model})
-    target = sim_target(spec, hardware)
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(db).resolve()}")
-    study = optuna.load_study(study_name=spec.name, storage=storage)
+    return spec, sim_target(spec, hardware), optuna.load_study(study_name=spec.name, storage=storage)
+
+
+def error_table(db: str, study_file: str, model: str | None, hardware: str | None) -> list[str]:
+    """The simulator's prediction for each finished trial of a stored study (read-only) against its
+    measurement: one row a trial, then the median absolute error per metric."""
+    from tuner.search.prior import measured_metrics, prediction_errors
+    from tuner.search.record import read
+
+    spec, target, study = _stored_study(db, study_file, model, hardware)
     head = "| trial | config | measured status | predicted | " + " | ".join(
         f"{m} meas / pred / err" for m in ERR_METRICS
     )
@@ -314,6 +285,71 @@ def error_table(db: str, study_file: str, model: str | None, hardware: str | Non
     return lines
 
 
+REFIT_START, REFIT_END = "<!-- refit-replay:start -->", "<!-- refit-replay:end -->"
+REFIT_METRICS = ("output_throughput", "ttft_p99", "itl_p99")
+
+
+def refit_replay(db: str, study_file: str, model: str | None, hardware: str | None) -> list[str]:
+    """A stored study (read-only) replayed in trial order: each measured trial's prediction with the
+    profile's constants and with the constants refit (:func:`tuner.sim.refit.refit`, as the study does
+    online) on the earlier trials only; one row a trial, then the median / max absolute error of each."""
+    from tuner.search.prior import measured_metrics, observations, prediction_errors
+    from tuner.search.record import read
+    from tuner.sim.refit import refit
+
+    _, target, study = _stored_study(db, study_file, model, hardware)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    seen = observations(trials, target)
+    head = "| trial | refit on: n (earlier trials) | scales | " + " | ".join(
+        f"{m} err base / refit" for m in REFIT_METRICS
+    )
+    lines = [head + " |", "|---|---|---|" + "---|" * len(REFIT_METRICS)]
+    errs: dict[tuple[str, str], list[float]] = {(m, k): [] for m in REFIT_METRICS for k in ("base", "refit")}
+    costs: list[tuple[float, int]] = []
+    for t in trials:
+        rec = read(t)
+        meas = measured_metrics(
+            rec.result.metrics if rec.result and rec.finished and not rec.failed else None
+        )
+        if not meas:
+            continue
+        earlier = [o for o in seen if o.label is not None and o.label < t.number]
+        fitted = refit(target.hardware, earlier) if earlier else None
+        if fitted is not None:
+            costs.append((fitted.seconds, fitted.evaluations))
+        params = dict(rec.run_params)
+        e0 = prediction_errors(target.predict(params), meas)
+        hw = fitted.hardware if fitted is not None else target.hardware
+        e1 = prediction_errors(dataclasses.replace(target, hardware=hw).predict(params), meas)
+        cells = []
+        for m in REFIT_METRICS:
+            for k, e in (("base", e0), ("refit", e1)):
+                if m in e:
+                    errs[(m, k)].append(abs(e[m]))
+            cells.append(" / ".join(f"{e[m]:+.0%}" if m in e else "-" for e in (e0, e1)))
+        scales = ", ".join(f"{g} x{v:.2f}" for g, v in fitted.scales.items()) if fitted else "-"
+        used = f"{fitted.n} ({', '.join(map(str, fitted.trials))})" if fitted else "none"
+        lines.append(f"| {t.number} | {used} | {scales} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| metric | base: median / max abs error | refit on earlier trials: median / max |",
+        "|---|---|---|",
+    ]
+    for m in REFIT_METRICS:
+        b, r = errs[(m, "base")], errs[(m, "refit")]
+        if b and r:
+            lines.append(f"| {m} | {np.median(b):.0%} / {max(b):.0%} | {np.median(r):.0%} / {max(r):.0%} |")
+    if costs:
+        secs = [c for c, _ in costs]
+        lines += [
+            "",
+            f"Refit cost: median {np.median(secs):.2f} s, max {max(secs):.2f} s, "
+            f"{int(np.median([n for _, n in costs]))} evaluations (median), in one process "
+            f"({os.cpu_count()} cores, shared); profile {target.hardware.name}, {len(costs)} refits.",
+        ]
+    return lines
+
+
 def _num(v: object) -> str:
     if isinstance(v, float):
         return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
@@ -321,29 +357,32 @@ def _num(v: object) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--seed-base", type=int, default=2000)
+    ap = common_args(
+        (__doc__ or "").splitlines()[0],
+        seed_base=2000,
+        quick="2 scenarios, 4 seeds, 60 prior trials; no doc update",
+    )
     ap.add_argument("--prior-trials", type=int, default=300)
     ap.add_argument("--top", type=int, default=5)
-    ap.add_argument("--scenarios", nargs="*", default=None)
-    ap.add_argument("--procs", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument(
-        "--quick", action="store_true", help="2 scenarios, 4 seeds, 60 prior trials; no doc update"
-    )
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--errors", metavar="DB", help="only the predicted-vs-measured table of a stored study")
     ap.add_argument("--study-file", help="with --errors: the study's file")
     ap.add_argument("--model", help="with --errors: the model shape to simulate (a built-in name)")
     ap.add_argument("--hardware", help="with --errors: the simulator's profile")
+    ap.add_argument(
+        "--refit", action="store_true", help="with --errors: replay the study's online refit (base vs refit)"
+    )
     args = ap.parse_args(argv)
     if args.errors:
-        lines = error_table(args.errors, args.study_file, args.model, args.hardware)
+        table, markers, section = (
+            (refit_replay, (REFIT_START, REFIT_END), "Online refit")
+            if args.refit
+            else (error_table, (ERR_START, ERR_END), "Predicted vs measured")
+        )
+        lines = table(args.errors, args.study_file, args.model, args.hardware)
         print("\n".join(lines))
         if not args.no_write:
-            write_doc(
-                lines, DOC, markers=(ERR_START, ERR_END), title="Warm start", section="Predicted vs measured"
-            )
+            write_doc(lines, DOC, markers=markers, title="Warm start", section=section)
         return 0
     if args.quick:
         args.seeds, args.prior_trials = 4, 60
@@ -352,26 +391,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.scenarios or ([*QUICK] if args.quick else [s.name for s in SCENARIOS])
     scenarios = [s for s in SCENARIOS if s.name in names]
 
-    tables: dict[str, dict[Point, Outcome]] = {}
-    optimum: dict[str, float] = {}
-    for sc in scenarios:
-        found = _optimum(sc, args.procs, t0)
-        if found is None:
-            print(f"{sc.name}: no feasible configuration on the grid", file=sys.stderr)
-            return 1
-        tables[sc.name], optimum[sc.name] = found[0], found[1].score
+    optimum = {name: o.score for name, o in optima(scenarios, args.procs, t0)[1].items()}
     tasks = [(sc.name, k, args.prior_trials, args.top, i) for sc in scenarios for i, k in enumerate(PRIORS)]
     picks: dict[tuple[str, str], list[Point]] = {}
     prior_s: dict[tuple[str, str], float] = {}
-    for name, prior, pts, took in _map(_prior_picks, tasks, args.procs):
+    for name, prior, pts, took in pool_map(_prior_picks, tasks, args.procs):
         picks[(name, prior)], prior_s[(name, prior)] = pts, took
     print(f"[{time.monotonic() - t0:5.0f}s] priors done ({len(tasks)})", flush=True)
 
-    _init(tables, optimum, picks)
+    _PICKS.update(picks)
     seeds = [args.seed_base + i for i in range(args.seeds)]
     search_tasks = [(sc.name, arm, s) for sc in scenarios for s in seeds for arm in ("cold", "right")]
     search_tasks += [(sc.name, WRONG[i % len(WRONG)], s) for sc in scenarios for i, s in enumerate(seeds)]
-    curves = {(n, p, s): c for n, p, s, c in _map(_search, search_tasks, args.procs)}
+    curves = {(n, p, s): c for n, p, s, c in pool_map(_search, search_tasks, args.procs)}
     print(f"[{time.monotonic() - t0:5.0f}s] searches done ({len(search_tasks)})", flush=True)
 
     lines = report(curves, picks, prior_s, optimum, scenarios, args, time.monotonic() - t0)

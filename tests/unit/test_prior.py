@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 
+from tuner.config.space import distributions
 from tuner.config.spec import StudySpec, spec_from_dict
 from tuner.search.prior import (
+    ATTR_SIM_REFIT,
     PriorUnavailable,
     _params_of,
+    measured_metrics,
+    observations,
     prediction_errors,
+    prediction_refit_n,
+    refit_study,
+    refit_summary,
     sim_target,
     simulated_study,
+    store_prediction,
     stored_prediction,
     top_distinct,
     warm_start,
     warm_start_rank,
 )
+from tuner.search.record import ATTR_RESULT, ATTR_RUN_PARAMS, ATTR_STATUS
 from tuner.search.study import queue_baseline
+from tuner.sim.engine import SimWorkload, simulate
 from tuner.sim.hardware import get_hardware, hardware_for_gpu
-from tuner.sim.predict import Prediction, perturbed
+from tuner.sim.predict import PREDICTED_METRICS, Prediction, perturbed
+from tuner.sim.refit import apply, describe
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -83,7 +96,7 @@ def test_warm_start_queues_exactly_the_simulators_top_distinct_after_the_baselin
     assert len(notes) == 1 and "queued 3 configuration(s)" in notes[0], notes
     target = sim_target(spec)
     results = simulated_study(
-        {k: CategoricalDistribution(v.choices) for k, v in spec.search.items()},  # type: ignore[union-attr]
+        {k: CategoricalDistribution(v.choices) for k, v in spec.search.items()},  # type: ignore[union-attr,arg-type]
         target.predict,
         metric="output_throughput",
         direction="maximize",
@@ -169,3 +182,93 @@ def test_nvml_names_map_to_profiles(gpu: str, profile: str) -> None:
     hw = hardware_for_gpu(gpu)
     assert hw is not None and hw.name == profile
     assert hardware_for_gpu("NVIDIA GeForce GTX 1080") is None
+
+
+# ---- online refit (tuner.search.prior.refit_study, tuner.sim.refit) ------------------------------------------
+
+MEASURED = [
+    ({"max-num-seqs": 64, "max-num-batched-tokens": 8192}, 16),
+    ({"max-num-seqs": 256, "max-num-batched-tokens": 512}, 32),
+]
+
+
+def _measured_study(spec: StudySpec, world_scale: float = 1.25) -> optuna.Study:
+    """A study whose trials were "measured" on the simulator with the device constants x ``world_scale``,
+    and one oom (not an observation)."""
+    target = sim_target(spec)
+    world = dataclasses.replace(target, hardware=apply(target.hardware, {"device": world_scale}))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dists = distributions(spec)
+    for params, conc in MEASURED:
+        cfg = world.config(params)
+        assert cfg is not None
+        w = target.workload.with_(concurrency=conc, requests=2 * conc)
+        summary = {**simulate(cfg, w).summary.to_dict(), "load": {"concurrency": conc, "requests": 2 * conc}}
+        attrs = {ATTR_STATUS: "ok", ATTR_RUN_PARAMS: params, ATTR_RESULT: {"metrics": summary}}
+        values = [summary["output_throughput_tok_s"], summary["ttft_ms"]["p99"]]
+        study.add_trial(
+            optuna.trial.create_trial(params=params, distributions=dists, values=values, user_attrs=attrs)
+        )
+    params = {"max-num-seqs": 8, "max-num-batched-tokens": 512}
+    oom = {ATTR_STATUS: "oom", ATTR_RUN_PARAMS: params}
+    study.add_trial(
+        optuna.trial.create_trial(params=params, distributions=dists, state=TrialState.PRUNED, user_attrs=oom)
+    )
+    return study
+
+
+def test_measured_metrics_read_a_stored_summary_by_prediction_names() -> None:
+    cfg = sim_target(_spec()).config({"max-num-seqs": 64})
+    assert cfg is not None
+    s = simulate(cfg, SimWorkload(input_tokens=64, output_tokens=8, requests=8, concurrency=4)).summary
+    got = measured_metrics(s.to_dict())
+    assert got["output_throughput"] == s.output_throughput_tok_s and got["ttft_p99"] == s.ttft_ms.p99
+    assert set(got) <= set(PREDICTED_METRICS) and measured_metrics(None) == {}
+
+
+def test_the_study_refits_the_simulator_and_later_predictions_use_it() -> None:
+    spec = _spec(prior={"hardware": "H100"})  # predict and refit on by default, no warm start
+    study = _measured_study(spec)
+    assert [o.label for o in observations(study.get_trials(), sim_target(spec))] == [0, 1]  # not the oom
+    assert refit_study(study, spec) is None
+    stored = study.user_attrs[ATTR_SIM_REFIT]
+    assert stored["n"] == 2 and stored["trials"] == [0, 1] and stored["scales"]["device"] > 1.05
+    assert stored["loss_after"] < stored["loss_before"]
+    assert refit_summary(study) == describe(stored) and "from 2 trials" in (refit_summary(study) or "")
+    assert refit_study(study, spec) is None and study.user_attrs[ATTR_SIM_REFIT] == stored  # nothing new
+
+    trial = study.ask()
+    params = {"max-num-seqs": 64, "max-num-batched-tokens": 512}
+    trial.set_user_attr(ATTR_RUN_PARAMS, params)
+    store_prediction(trial, spec)
+    frozen = study.get_trials()[-1]
+    assert prediction_refit_n(frozen) == 2
+    base = sim_target(spec).predict(params)
+    pred = stored_prediction(frozen)
+    assert pred is not None and pred.metrics["output_throughput"] > base.metrics["output_throughput"]
+
+
+def test_refit_off_stores_nothing_and_predicts_with_the_profile() -> None:
+    spec = _spec(prior={"hardware": "H100", "refit": False})
+    study = _measured_study(spec)
+    assert refit_study(study, spec) is None
+    assert ATTR_SIM_REFIT not in study.user_attrs and refit_summary(study) is None
+    trial = study.ask()
+    trial.set_user_attr(ATTR_RUN_PARAMS, {"max-num-seqs": 64})
+    store_prediction(trial, spec)
+    assert prediction_refit_n(study.get_trials()[-1]) is None
+
+
+class _BrokenStudy:
+    """A storage that fails while the refit reads it."""
+
+    def __init__(self) -> None:
+        self.user_attrs: dict[str, Any] = {}
+
+    def get_trials(self, **_: Any) -> list[Any]:
+        raise RuntimeError("database is locked")
+
+
+def test_a_failed_refit_is_one_line_never_an_exception() -> None:
+    note = refit_study(_BrokenStudy(), _spec(prior={"hardware": "H100"}))  # type: ignore[arg-type]
+    assert note == "simulator refit skipped: RuntimeError: database is locked"

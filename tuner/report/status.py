@@ -92,8 +92,10 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     trial to time or a live trial running: a study nobody runs has no time left to guess), ``sent`` (what
     was sent, :func:`tuner.report.traffic.describe_traffic`; "" when no trial stored it), ``starts`` (:meth:`StartSummary.to_dict`, None for a
     study without compile-key records), ``objective`` (the first objective's metric) and ``confirmed``
-    (:func:`confirmed`, on that objective)."""
+    (:func:`confirmed`, on that objective), ``sim_refit`` (the simulator's refit constants in words,
+    :func:`tuner.search.prior.refit_summary`; None without one)."""
     from tuner.report.pareto import best_so_far, metric_names
+    from tuner.search.prior import refit_summary
     from tuner.search.workers import trial_is_orphan
 
     trials = study.get_trials(deepcopy=False)
@@ -128,6 +130,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "starts": summarize_starts(launches).to_dict() if launches else None,
         "objective": metric_names(study)[0],
         "confirmed": confirmed(records, study.directions[0] == optuna.study.StudyDirection.MAXIMIZE),
+        "sim_refit": refit_summary(study),
     }
 
 

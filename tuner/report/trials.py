@@ -116,7 +116,7 @@ def trial_detail(study: optuna.Study, number: int, redactor: Redactor | None = N
 def prediction_of(t: FrozenTrial) -> dict[str, Any] | None:
     """The simulator's prediction stored with ``t`` (:mod:`tuner.search.prior`) and its error against the
     measurement (``predicted / measured - 1``), or None for a trial without one."""
-    from tuner.search.prior import stored_prediction, trial_errors, warm_start_rank
+    from tuner.search.prior import prediction_refit_n, stored_prediction, trial_errors, warm_start_rank
 
     pred = stored_prediction(t)
     if pred is None:
@@ -128,14 +128,18 @@ def prediction_of(t: FrozenTrial) -> dict[str, Any] | None:
         "metrics": dict(pred.metrics),
         "errors": trial_errors(t),
         "warm_start_rank": warm_start_rank(t),
+        "refit_n": prediction_refit_n(t),
     }
 
 
 def prediction_text(p: Mapping[str, Any]) -> str:
-    """``predicted by the simulator: feasible at load 56; SLO capacity 5402 (-11 %), TTFT p99 940 (-5 %)``."""
+    """``predicted by the simulator: feasible at load 56; SLO capacity 5402 (-11 %), TTFT p99 940 (-5 %)``;
+    ``predicted by the simulator (constants refit on 4 trials): ...`` when made with a refit."""
     head = "predicted by the simulator" + (
         f" (warm-start pick {p['warm_start_rank']})" if p.get("warm_start_rank") else ""
     )
+    if p.get("refit_n"):
+        head += f" (constants refit on {p['refit_n']} trial{'' if p['refit_n'] == 1 else 's'})"
     if p.get("failure"):
         return f"{head}: {p['failure']}"
     verdict = "feasible" if p.get("feasible") else "SLO broken"

@@ -10,7 +10,8 @@ Never FAIL, never dropped: FAIL is kept for trials that say nothing about their 
 surplus, duplicates).
 
 With ``prior.predict``, the simulator's prediction of the trial is stored first
-(:func:`tuner.search.prior.store_prediction`).
+(:func:`tuner.search.prior.store_prediction`), and once it is told the simulator's constants are refit to
+the study's measured trials (:func:`tuner.search.prior.refit_study`; a failure there is one message).
 
 The reporter hears ``phase("saving")`` once the first attribute is stored (the trial still RUNNING). A trial
 another worker took for dead meanwhile (no heartbeat) is already finished in the storage: its result is
@@ -29,7 +30,7 @@ from tuner.measure.result import TrialResult
 from tuner.progress import FinishedTrial, Reporter
 from tuner.search import record, workers
 from tuner.search.objectives import evaluate
-from tuner.search.prior import store_prediction
+from tuner.search.prior import refit_study, store_prediction
 from tuner.search.record import result_attrs
 from tuner.search.samplers import reads_pruned
 from tuner.search.study import StudyHandle
@@ -53,4 +54,7 @@ def tell(
         attrs = redact(result_attrs(result, ev))
         workers.store_copy(handle, trial, state, values, attrs, record.constraint_system_attrs(ev, as_list))
         reporter.message(f"trial {trial.number} had been taken for dead; its result is stored as a new trial")
+    note = refit_study(handle.study, spec)
+    if note:
+        reporter.message(note)
     return FinishedTrial(result.message or "", ev.feasible, ev.values, spec.metric_names, handle.study)
