@@ -1,6 +1,10 @@
 """Two real `tuner run` processes on one study (two workers on one machine, e.g. one per GPU): no
 "database is locked" crash, no trial run twice, trial numbers unique, the budget met exactly.
 
+On PostgreSQL the two workers carry two host identities (``TUNER_WORKER_HOST``), as two machines would: both
+run the study to its budget; then one is SIGKILLed mid-trial and the other repairs its trial once the
+heartbeat grace (``TUNER_HEARTBEAT_GRACE_S``, 5 s here) has passed, and finishes the study.
+
 On SQLite (the default) and on PostgreSQL (``--storage postgresql://...``): a throwaway PostgreSQL server
 is started for the test from the server binaries on this machine (Debian/Ubuntu: ``apt-get install
 postgresql``; ``psycopg`` from ``pip install 'tuner[postgres]'``). Where they are missing the PostgreSQL test
@@ -21,12 +25,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from tests.faults.conftest import FakeStudy, assert_study_whole, by_state, start_tuner, tuner_env
+from tests.faults.conftest import (
+    FakeStudy,
+    assert_study_whole,
+    by_state,
+    kill9,
+    start_tuner,
+    tuner_env,
+    wait_until,
+)
+from tuner.search.workers import GRACE_ENV, HOST_ENV
 from tuner.server.ports import free_port
+from tuner.server.procs import read_pidfiles, stop_leftover_servers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+#: both hosts' heartbeat grace in the dead-host test (seconds)
+GRACE_S = 5.0
 
 
 def pg_binary(name: str) -> str | None:
@@ -115,10 +132,16 @@ def _has_user(name: str) -> bool:
     return True
 
 
-def two_workers(fs: FakeStudy, budget: int, storage: str | None) -> None:
+def two_workers(
+    fs: FakeStudy, budget: int, storage: str | None, hosts: tuple[str, str] | None = None
+) -> list[FrozenTrial]:
+    """Two workers run the study to its budget (with ``hosts``: under these identities); returns its trials."""
     extra = ["--storage", storage] if storage else []
-    env = tuner_env(FAKE_VLLM_TOKEN_DELAY="0.02")
-    workers = [start_tuner("run", str(fs.path), *extra, env=env) for _ in range(2)]
+    envs = [
+        tuner_env(FAKE_VLLM_TOKEN_DELAY="0.02", **({HOST_ENV: host} if host else {}))
+        for host in hosts or (None, None)
+    ]
+    workers = [start_tuner("run", str(fs.path), *extra, env=env) for env in envs]
     results = [w.communicate(timeout=240) for w in workers]
     for w, (_out, err) in zip(workers, results, strict=True):
         assert w.returncode == 0, err[-3000:]
@@ -136,6 +159,9 @@ def two_workers(fs: FakeStudy, budget: int, storage: str | None) -> None:
     starts = [e for e in fs.events() if e["event"] == "launched"]
     assert len(starts) == budget
     assert fs.alive() == []
+    if hosts is not None:
+        assert {t.user_attrs["worker"]["host"] for t in complete} == set(hosts)
+    return trials
 
 
 def test_two_workers_on_one_sqlite_study(fake_study: Callable[..., FakeStudy]) -> None:
@@ -144,8 +170,9 @@ def test_two_workers_on_one_sqlite_study(fake_study: Callable[..., FakeStudy]) -
 
 
 def test_two_workers_on_one_postgresql_study(fake_study: Callable[..., FakeStudy], postgres_url: str) -> None:
+    """Two hosts' worth of workers: two identities (``TUNER_WORKER_HOST``), as two machines would have."""
     fs = fake_study(n_trials=6)
-    two_workers(fs, 6, postgres_url)
+    two_workers(fs, 6, postgres_url, hosts=("host-a", "host-b"))
     status = subprocess.run(
         [*start_tuner_args("status", str(fs.path), "--storage", postgres_url)],
         capture_output=True,
@@ -155,6 +182,63 @@ def test_two_workers_on_one_postgresql_study(fake_study: Callable[..., FakeStudy
     )
     assert status.returncode == 0 and "6/6 finished" in status.stdout, status.stderr
     _dashboard_reads(postgres_url, fs.name, 6)
+
+
+def test_a_dead_host_is_repaired_by_another_after_the_grace(
+    fake_study: Callable[..., FakeStudy], postgres_url: str, tmp_path: Path
+) -> None:
+    """Two hosts (grace 5 s: heartbeats every 1.25 s). host-b is SIGKILLed while it starts its trial's
+    server; host-a marks that trial interrupted once the grace has passed since host-b's last heartbeat,
+    runs its params again and finishes the study. host-b's server is left to host-b's next run (its
+    pidfiles, its machine): here the test sweeps it as that run would."""
+    budget = 5
+    fs = fake_study(n_trials=budget)
+    run = ["run", str(fs.path), "--storage", postgres_url]
+
+    def host(name: str, **extra: str) -> subprocess.Popen[str]:
+        runtime = str(tmp_path / f"runtime-{name}")  # each host's own pidfiles, as on two machines
+        knobs = {HOST_ENV: name, GRACE_ENV: str(GRACE_S), "TUNER_RUNTIME_DIR": runtime, **extra}
+        return start_tuner(*run, env=tuner_env(**knobs))
+
+    b = host("host-b", FAKE_VLLM_START_DELAY="60")  # its server takes 60 s to listen
+    a: subprocess.Popen[str] | None = None
+    server: dict[str, int] = {}
+
+    def b_server_up() -> bool:
+        engines = {e["pid"] for e in fs.events() if e["event"] == "engine"}
+        found = [r for _p, r in read_pidfiles(tmp_path / "runtime-host-b") if r["pid"] in engines]
+        server.update(found[0] if found else {})
+        return bool(server) or b.poll() is not None
+
+    try:
+        assert wait_until(b_server_up, 60) and b.poll() is None, b.communicate()[1][-3000:]
+        # after the kill host-a runs 3 more trials of >= 2.9 s of token delays each: busy past the grace
+        a = host("host-a", FAKE_VLLM_TOKEN_DELAY="0.12")
+        fs.wait_event(a, event="launched", index=2)  # host-a's first server: both hosts run trials
+        running = by_state(fs.trials(postgres_url), TrialState.RUNNING)
+        lost = [t for t in running if t.user_attrs.get("worker", {}).get("host") == "host-b"]
+        assert len(lost) == 1, [(t.number, t.user_attrs.get("worker")) for t in running]
+        kill9(b)
+        _out, err = a.communicate(timeout=120)
+        assert a.returncode == 0 and "Traceback" not in err, err[-3000:]
+    finally:
+        for proc in (b, a):
+            if proc is not None and proc.poll() is None:
+                kill9(proc)
+        swept = stop_leftover_servers(tmp_path / "runtime-host-b", stop_timeout_s=2)  # host-b's next run
+    assert swept == [server["pgid"]]
+    assert wait_until(lambda: fs.alive() == [], 10), f"fake server processes left: {fs.alive()}"
+
+    trials = assert_study_whole(fs, budget=budget, storage=postgres_url)
+    [failed] = by_state(trials, TrialState.FAIL)
+    assert failed.number == lost[0].number and failed.user_attrs["interrupted"] is True
+    assert failed.datetime_complete is not None
+    waited = failed.datetime_complete.timestamp() - failed.user_attrs["heartbeat_at"]
+    assert waited >= GRACE_S, f"repaired {waited:.1f} s after host-b's last heartbeat"
+    [rerun] = [t for t in trials if t.user_attrs.get("requeued_from") == failed.number]
+    assert rerun.state == TrialState.COMPLETE and rerun.params == failed.params
+    assert {t.user_attrs["worker"]["host"] for t in by_state(trials, TrialState.COMPLETE)} == {"host-a"}
+    assert f"trial(s) [{failed.number}] had lost their worker" in err, err[-3000:]
 
 
 def _dashboard_reads(url: str, name: str, finished: int) -> None:

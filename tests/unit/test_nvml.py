@@ -4,117 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from tests.fakes.fake_nvml import FakeGpu, FakeNvml, FakeProcess, NVMLError
+from tuner.measure.gpufree import GpuMemory, GpuProcess
 from tuner.measure.telemetry import nvml as tn
 from tuner.measure.telemetry.nvml import (
     GpuSampler,
     cuda_version_text,
+    gpu_memory_state,
     gpu_memory_used_mib,
     parse_visible_devices,
     reset_unavailable_notice,
     static_facts,
 )
-
-MIB = 1024 * 1024
-
-
-class NVMLError(Exception):
-    pass
-
-
-class NVMLError_NotSupported(NVMLError):  # pynvml's spelling
-    pass
-
-
-@dataclass
-class FakeGpu:
-    name: str = "NVIDIA H200"
-    uuid: str = "GPU-aaaa-0000"
-    total_mib: int = 143771
-    used_mib: float = 1000.0
-    util: int = 50
-    power_mw: int = 300_000
-    sm_mhz: int = 1980
-    temp: int = 40
-    power_supported: bool = True
-
-
-@dataclass
-class Mem:
-    total: int
-    used: int
-    free: int
-
-
-@dataclass
-class Util:
-    gpu: int
-    memory: int = 0
-
-
-@dataclass
-class FakeNvml:
-    """The part of pynvml that tuner uses. ``fail_init`` makes ``nvmlInit`` raise like a missing library."""
-
-    gpus: list[FakeGpu] = field(default_factory=lambda: [FakeGpu()])
-    fail_init: bool = False
-    driver: str = "580.159.04"
-    cuda: int = 13000
-    inits: int = 0
-    shutdowns: int = 0
-    NVML_CLOCK_SM: int = 1
-    NVML_TEMPERATURE_GPU: int = 0
-    NVMLError: type[Exception] = NVMLError
-
-    def nvmlInit(self) -> None:
-        if self.fail_init:
-            raise NVMLError("NVML Shared Library Not Found")
-        self.inits += 1
-
-    def nvmlShutdown(self) -> None:
-        self.shutdowns += 1
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.gpus)
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> FakeGpu:
-        return self.gpus[i]
-
-    def nvmlDeviceGetUUID(self, h: FakeGpu) -> str:
-        return h.uuid
-
-    def nvmlDeviceGetName(self, h: FakeGpu) -> bytes:
-        return h.name.encode()  # old pynvml returns bytes
-
-    def nvmlDeviceGetMemoryInfo(self, h: FakeGpu) -> Mem:
-        used = int(h.used_mib * MIB)
-        return Mem(total=h.total_mib * MIB, used=used, free=h.total_mib * MIB - used)
-
-    def nvmlDeviceGetUtilizationRates(self, h: FakeGpu) -> Util:
-        return Util(gpu=h.util)
-
-    def nvmlDeviceGetPowerUsage(self, h: FakeGpu) -> int:
-        if not h.power_supported:
-            raise NVMLError_NotSupported("Not Supported")
-        return h.power_mw
-
-    def nvmlDeviceGetClockInfo(self, h: FakeGpu, kind: int) -> int:
-        assert kind == self.NVML_CLOCK_SM
-        return h.sm_mhz
-
-    def nvmlDeviceGetTemperature(self, h: FakeGpu, kind: int) -> int:
-        assert kind == self.NVML_TEMPERATURE_GPU
-        return h.temp
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return self.driver
-
-    def nvmlSystemGetCudaDriverVersion(self) -> int:
-        return self.cuda
 
 
 class FakeClock:
@@ -261,6 +166,28 @@ def test_gpu_memory_used_mib() -> None:
     assert gpu_memory_used_mib(fake, visible_devices="all") == [1500, 250]
     assert gpu_memory_used_mib(FakeNvml(fail_init=True)) is None
     assert fake.inits == fake.shutdowns == 1
+
+
+def test_gpu_memory_state_memory_and_processes_in_visible_order() -> None:
+    busy = FakeGpu(uuid="GPU-b", total_mib=81559, used_mib=500)
+    busy.hold(4242, 70_000)
+    busy.processes = [*(busy.processes or []), FakeProcess(77)]  # NVML does not say how much
+    fake = FakeNvml(gpus=[FakeGpu(uuid="GPU-a", used_mib=0), busy, FakeGpu(uuid="GPU-c", processes=None)])
+    state = gpu_memory_state(fake, visible_devices="1,0,2")
+    assert state == [
+        GpuMemory(1, 81559, 70500, 11059, (GpuProcess(4242, 70000), GpuProcess(77, None))),
+        GpuMemory(0, 143771, 0, 143771, ()),
+        GpuMemory(2, 143771, 1000, 142771, None),  # no process API: None, not "no process"
+    ]
+    assert fake.inits == fake.shutdowns == 1
+    busy.let_go(4242)
+    after = gpu_memory_state(fake, visible_devices="1")
+    assert after is not None and after[0].used_mib == 500 and after[0].processes == (GpuProcess(77, None),)
+
+
+def test_gpu_memory_state_without_nvml_is_none() -> None:
+    assert gpu_memory_state(FakeNvml(fail_init=True)) is None
+    assert gpu_memory_state(FakeNvml(), visible_devices="") is None
 
 
 def test_a_broken_reading_is_skipped() -> None:

@@ -148,3 +148,25 @@ def test_placement_refuses_impossible_sizes_and_bad_releases() -> None:
         p.release(("7",))
     with pytest.raises(PlacementError):
         Placement(())
+
+
+def test_gpus_set_aside_are_not_placed_until_released() -> None:
+    p = Placement(("0", "1", "2", "3"))
+    assert p.take(("1",)) is True  # another process filled GPU 1
+    assert p.free == 3
+    assert p.place(2) == ("2", "3")  # the aligned block 0-1 is not free
+    assert p.place(1) == ("0",)
+    assert p.place(1) is None
+    assert p.take(("0",)) is False and p.take(("9",)) is False and p.take(()) is False
+    p.release(("1",))
+    assert p.place(1) == ("1",)
+
+
+def test_blocked_gpus_of_a_slot() -> None:
+    from tuner.measure.gpufree import GpuBusy, GpuMemory, GpuProcess, check_free
+    from tuner.search.parallel import blocked_gpus
+
+    full = GpuMemory(3, 1000, 900, 100, (GpuProcess(4242),))
+    busy = GpuBusy(check_free((GpuMemory(2, 1000, 0, 1000), full), 0.5), 1)
+    assert blocked_gpus(("2", "3"), busy) == ("3",)
+    assert blocked_gpus(("GPU-a", "GPU-b"), busy) == ("GPU-a", "GPU-b")  # UUIDs: the whole set

@@ -48,6 +48,9 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--port {args.port}: not a port")
     if args.interval <= 0:
         raise UsageError(f"--interval {args.interval}: must be positive")
+    from tuner.search.workers import heartbeat_grace_s
+
+    heartbeat_grace_s()  # a bad TUNER_HEARTBEAT_GRACE_S: one line now, not an error page at each refresh
     loopback = is_loopback(args.host)
     if not loopback and token is None and not args.no_auth:
         raise UsageError(

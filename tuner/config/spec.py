@@ -36,7 +36,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+    with_config,
+)
+from typing_extensions import TypedDict
 
 from tuner.config.workload import Workload
 from tuner.errors import SpecError
@@ -227,14 +236,31 @@ class Confirm(_Strict):
 class Prior(_Strict):
     """``prior: {sim: true, trials: 300, top: 5}``: the simulator's view of the study
     (:mod:`tuner.search.prior`). ``sim``: warm start (queue the ``top`` distinct best of ``trials`` simulated
-    trials after the baseline); ``predict``: store the simulator's prediction with every trial; ``hardware``:
-    the simulator's profile (default: the GPU NVML names, the server's ``--sim-hardware``, else the CPU)."""
+    trials after the baseline); ``predict``: store the simulator's prediction with every trial; ``refit``
+    (with ``predict``): refit the simulator's efficiency constants to the study's measured trials as they
+    arrive and predict later trials with them; ``hardware``: the simulator's profile (default: the GPU NVML
+    names, the server's ``--sim-hardware``, else the CPU)."""
 
     sim: bool = False
     trials: int = Field(default=300, ge=1)
     top: int = Field(default=5, ge=1)
     predict: bool = True
+    refit: bool = True
     hardware: str | None = None
+
+
+#: ``resources.gpu_wait_s`` when not given: how long a trial waits for its GPUs' memory before it is given back
+DEFAULT_GPU_WAIT_S = 300.0
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Resources(TypedDict, total=False):
+    """``resources: {gpus: all}`` or ``{gpus: [0, 1, 2, 3]}``: parallel trials on these GPUs (``tuner run
+    --gpus``); ``gpu_wait_s``: how long a trial waits, before its server starts, for another process to free
+    its GPUs' memory (default :data:`DEFAULT_GPU_WAIT_S`; :mod:`tuner.measure.gpufree`)."""
+
+    gpus: str | list[int | str]
+    gpu_wait_s: Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class StudySpec(_Strict):
@@ -270,8 +296,7 @@ class StudySpec(_Strict):
         None  # re-measure the leaders once ``tuner run`` reaches the budget; default off
     )
     prior: Prior | None = None  # the simulator's warm start and predictions (Prior); default off
-    #: ``resources: {gpus: all}`` or ``{gpus: [0, 1, 2, 3]}``: parallel trials on these GPUs (``tuner run --gpus``)
-    resources: dict[Literal["gpus"], str | list[int | str]] | None = None
+    resources: Resources | None = None  # GPUs for parallel trials, how long a trial waits for GPU memory
     results_dir: str | None = None  # per-trial logs; default: <study file dir>/<name>.runs
     source: str | None = None  # the file this came from (set by the loader)
 

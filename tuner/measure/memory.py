@@ -381,6 +381,16 @@ def _gib(n: float) -> str:
     return f"{n / GiB:.1f} GiB"
 
 
+def gpu_memory_utilization(flags: Mapping[str, Any]) -> float | None:
+    """The share of each GPU vLLM will claim: ``--gpu-memory-utilization``, else vLLM's default; None when
+    the flag is not a number. vLLM refuses to start when a GPU's free memory is below it x the total."""
+    raw = _flag(flags, "gpu-memory-utilization")
+    try:
+        return _num(raw, "gpu-memory-utilization") if raw is not None else DEFAULT_GPU_MEMORY_UTILIZATION
+    except _Unknown:
+        return None
+
+
 def check_fits(config_json: Mapping[str, Any], flags: Mapping[str, Any], gpu_memory_bytes: int) -> FitVerdict:
     """Predict whether ``flags`` fit on a GPU of ``gpu_memory_bytes`` (each GPU, when tensor parallel).
 

@@ -11,6 +11,10 @@ Contract of :func:`run_trial`:
   requests failed);
 * the rules known before launch (:func:`tuner.config.space.prelaunch_violation`, then the memory check)
   are checked here, and a refused configuration starts no server;
+* then, where NVML answers, the server's GPUs must have the free memory its ``gpu-memory-utilization``
+  claims (:mod:`tuner.measure.gpufree`): while another process holds it the trial waits (one progress
+  line), up to ``resources.gpu_wait_s``, then raises :class:`~tuner.measure.gpufree.GpuBusy` (no server
+  started; not the configuration's failure: the study loop gives the trial back and queues it again);
 * the traffic is built first (once per study, :func:`tuner.load.traffic.build_traffic`): traffic it cannot
   build (a bad file, lengths the tokenizer cannot make, every request over ``max-model-len``) raises
   :class:`~tuner.errors.UsageError` before any server starts;
@@ -75,10 +79,12 @@ def run_trial(
     trial_name: str = "trial",
     port_picker: Callable[[str], int] | None = None,
     best_so_far: float | None = None,
+    nvml: Any | None = None,
 ) -> TrialResult:
     """Measure one configuration (see the module docstring for the contract). ``port_picker`` chooses the
     server's port (default: a free one, :func:`tuner.server.ports.free_port`); ``best_so_far`` (the
-    study's best SLO capacity, output tok/s) lets capacity mode skip refining a bracket that cannot beat it."""
+    study's best SLO capacity, output tok/s) lets capacity mode skip refining a bracket that cannot beat it;
+    ``nvml``: the NVML module the GPU-memory check reads (default ``pynvml``; tests pass a fake)."""
     rep = reporter or NullReporter()
     started = time.time()
     flags, model = trial_flags(spec, params)
@@ -94,7 +100,7 @@ def run_trial(
         log_path = log_dir / f"{trial_name}.server.log"
         try:
             outcome = _launch(
-                spec, params, flags, model, rep, log_path, runtime_dir, port_picker, best_so_far
+                spec, params, flags, model, rep, log_path, runtime_dir, port_picker, best_so_far, nvml
             )
         finally:
             redact_file(log_path, redactor)  # the log the server wrote, whatever happened
@@ -179,6 +185,7 @@ def _launch(
     runtime_dir: Path,
     port_picker: Callable[[str], int] | None,
     best_so_far: float | None,
+    nvml: Any | None = None,
 ) -> _Outcome:
     """The rules known before launch, then start the server, measure it and stop it."""
     rep.phase("checking")
@@ -192,6 +199,7 @@ def _launch(
         return _Outcome(
             argv=plan.argv, flags=flags, env=_environment(), memory_check=verdict, failure=_Failure(OOM, why)
         )
+    _wait_for_gpu_memory(spec, flags, runtime_dir, rep, nvml)  # GpuBusy: given back, not told
     from tuner.server.ports import free_port
     from tuner.server.process import start_server_with_retry
 
@@ -254,7 +262,11 @@ def _measure(
     from tuner.measure.telemetry.nvml import GpuSampler
 
     visible = spec.server.env.get("CUDA_VISIBLE_DEVICES")
-    with GpuSampler(visible_devices=visible, on_unavailable=rep.message) as gpu:
+
+    def no_telemetry(reason: str) -> None:
+        rep.message(f"GPU telemetry off (NVML: {reason}); the study goes on without GPU figures")
+
+    with GpuSampler(visible_devices=visible, on_unavailable=no_telemetry) as gpu:
         run = _run_async(_drive(spec, target, traffic.conversations, rep, alive, best_so_far))
     steps = run.steps
     capacity_mode = run.ladder is not None
@@ -433,3 +445,48 @@ def _memory_check(model: str, flags: Mapping[str, Any], visible: str | None) -> 
     except (OSError, ValueError):
         return None
     return check_fits(cfg, flags, int(facts["memory_total_mib"]) << 20).to_dict()
+
+
+def _wait_for_gpu_memory(
+    spec: StudySpec, flags: Mapping[str, Any], runtime_dir: Path, rep: Reporter, nvml: Any | None
+) -> None:
+    """Wait while the server's GPUs (the first tensor x pipeline parallel of ``CUDA_VISIBLE_DEVICES``) lack
+    the free memory ``gpu-memory-utilization`` claims; :class:`GpuBusy` when it does not clear in
+    ``resources.gpu_wait_s``. Nothing to do without NVML or with a ``gpu-memory-utilization`` not a number."""
+    from tuner.config.spec import DEFAULT_GPU_WAIT_S
+    from tuner.load.cancel import sleep_cancellable
+    from tuner.measure.gpufree import FreeVerdict, GpuBusy, check_free, wait_for_free
+    from tuner.measure.memory import gpu_memory_utilization
+    from tuner.measure.telemetry.nvml import gpu_memory_state
+    from tuner.search.slots import PlacementError, trial_size
+
+    gmu = gpu_memory_utilization(flags)
+    if gmu is None:
+        return
+    try:
+        size: int | None = trial_size(flags)
+    except PlacementError:
+        size = None
+    visible = spec.server.env.get("CUDA_VISIBLE_DEVICES")
+    wait_s = float((spec.resources or {}).get("gpu_wait_s", DEFAULT_GPU_WAIT_S))
+
+    def read() -> FreeVerdict | None:
+        state = gpu_memory_state(nvml, visible)
+        if state is None:
+            return None
+        verdict = check_free(state[:size], gmu)
+        return verdict if verdict.ok else check_free(state[:size], gmu, _own_server_pids(runtime_dir))
+
+    def notice(text: str) -> None:
+        rep.phase("waiting for GPU memory", text)
+
+    verdict = wait_for_free(read, wait_s=wait_s, clock=time.monotonic, sleep=sleep_cancellable, notice=notice)
+    if verdict is not None:
+        raise GpuBusy(verdict, wait_s)
+
+
+def _own_server_pids(runtime_dir: Path) -> set[int]:
+    """Every process of the servers tuner started (the process groups of the pidfiles in ``runtime_dir``)."""
+    from tuner.server.procs import process_group_members, read_pidfiles
+
+    return {pid for _, r in read_pidfiles(runtime_dir) for pid in process_group_members(int(r["pgid"]))}

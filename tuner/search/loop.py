@@ -47,6 +47,7 @@ from tuner.config.paths import default_storage, runs_dir
 from tuner.config.space import suggest
 from tuner.config.spec import Confirm, FlagValue, StudySpec
 from tuner.errors import Interrupted, TrialFailure
+from tuner.measure.gpufree import GpuBusy
 from tuner.measure.result import TrialResult
 from tuner.progress import NullReporter, Reporter
 from tuner.search import record, workers
@@ -56,8 +57,7 @@ from tuner.search.storage import storage_errors
 from tuner.search.study import OpenedStudy, baseline_flags, best_capacity, fits_before, open_study
 from tuner.search.tell import tell
 from tuner.search.trial_cost import TrialCosts
-from tuner.search.workers import GRACE_S, HEARTBEAT_S
-from tuner.server.failures import INTERRUPTED
+from tuner.server.failures import GPU_BUSY, INTERRUPTED
 from tuner.server.procs import stop_leftover_servers
 
 
@@ -101,8 +101,8 @@ def run_study(
     must_exist: bool = False,
     runtime_dir: Path | None = None,
     log_root: Path | None = None,
-    grace_s: float = GRACE_S,
-    heartbeat_s: float = HEARTBEAT_S,
+    grace_s: float | None = None,
+    heartbeat_s: float | None = None,
     handle_signals: bool = True,
     confirm: Confirm | None = None,
     accept_changes: bool = False,
@@ -119,7 +119,10 @@ def run_study(
     of the search (see the module docstring). ``accept_changes``: go on with a study whose stored study file
     differs from ``spec`` in a way that invalidates its trials (:func:`tuner.search.study.open_study`).
     ``gpus`` (``tuner run --gpus``): run trials in parallel on these GPUs (:mod:`tuner.search.parallel`).
+    ``grace_s``, ``heartbeat_s``: :func:`tuner.search.workers.heartbeat_grace_s` and its interval by default.
     """
+    grace_s = workers.heartbeat_grace_s() if grace_s is None else grace_s  # before any write
+    heartbeat_s = workers.heartbeat_interval_s(grace_s) if heartbeat_s is None else heartbeat_s
     opened = open_study(
         spec,
         storage_url or default_storage(spec),
@@ -295,6 +298,10 @@ def _measure(run: _Run, trial: optuna.Trial, trial_id: int, run_params: dict[str
     except KeyboardInterrupt:
         _give_back(run, trial, {record.ATTR_INTERRUPTED: True})
         raise Interrupted(f"interrupted; trial {trial.number} queued again; {run.resume_hint}") from None
+    except GpuBusy as e:  # another process held the trial's GPUs: no verdict on its configuration
+        busy = {record.ATTR_STATUS: GPU_BUSY, record.ATTR_FAILURE: GPU_BUSY, record.ATTR_MESSAGE: str(e)}
+        _give_back(run, trial, busy)
+        raise
     except TrialFailure as e:  # run_trial should return these; accept them anyway
         result = TrialResult(status=e.failure, message=str(e), log_tail=list(e.log_tail), log_path=e.log_path)
     except BaseException as e:

@@ -17,8 +17,13 @@ budget, orphan repair, suggest, measure and tell are the serial loop's own steps
   reporter, each phase labelled with its trial and GPUs.
 * **Faults stay contained** — a crash, OOM or hang is that trial's result, told like any failure; an
   unexpected error in a slot gives its trial back (FAIL, queued again), is reported, and the others go on.
-* **Ctrl-C** — the parent owns it: the first one stops asking, sends SIGTERM to every server this process
-  started (:func:`tuner.server.procs.signal_own_servers`, repeated until every slot has returned), gives
+* **A GPU another process fills** — the trial waits before its start (:mod:`tuner.measure.gpufree`); when
+  the memory is not freed in time its trial is given back (FAIL, failure ``gpu_busy``, queued again: no
+  verdict on its configuration), the parent says so in one line and sets the blocked GPUs aside for
+  ``resources.gpu_wait_s`` (:meth:`~tuner.search.slots.Placement.take`), so the next trials run elsewhere.
+* **Ctrl-C** — the parent owns it: the first one stops asking, cancels every slot's load or wait
+  (:func:`tuner.load.cancel.cancel_running_load`) and sends SIGTERM to every server this process started
+  (:func:`tuner.server.procs.signal_own_servers`), both repeated until every slot has returned, gives
   each running or waiting trial back (FAIL ``interrupted``, queued again) and raises
   :class:`~tuner.errors.Interrupted`; the second kills them all and exits at once
   (:mod:`tuner.search.signals`). After kill -9 of the parent, ``tuner resume`` stops every slot's server
@@ -31,14 +36,17 @@ import contextlib
 import json
 import queue
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 
-from tuner.config.spec import FlagValue, StudySpec
+from tuner.config.spec import DEFAULT_GPU_WAIT_S, FlagValue, StudySpec
 from tuner.errors import Interrupted
+from tuner.load.cancel import cancel_running_load
+from tuner.measure.gpufree import GpuBusy
 from tuner.measure.result import TrialResult
 from tuner.progress import FinishedTrial, Reporter
 from tuner.search import record, workers
@@ -48,7 +56,7 @@ from tuner.search.storage import storage_errors
 from tuner.search.tell import tell
 from tuner.search.trial_cost import TrialCosts
 from tuner.server.env import gpu_env
-from tuner.server.failures import INFEASIBLE
+from tuner.server.failures import GPU_BUSY, INFEASIBLE
 from tuner.server.procs import signal_own_servers
 
 if TYPE_CHECKING:
@@ -120,6 +128,14 @@ class _Slot:
     gpus: tuple[str, ...]
     thread: threading.Thread
     error: BaseException | None = None
+    busy: GpuBusy | None = None  # its GPUs stayed full: the trial was given back
+
+
+def blocked_gpus(gpus: tuple[str, ...], busy: GpuBusy) -> tuple[str, ...]:
+    """The GPUs of a slot that ``busy`` found full: those named by NVML index; all of them when the names
+    are UUIDs (NVML's index cannot be matched to them)."""
+    indices = {b.gpu.index for b in busy.verdict.blocked}
+    return tuple(g for g in gpus if g.isdigit() and int(g) in indices) or gpus
 
 
 @dataclass
@@ -134,6 +150,7 @@ class _Parallel:
     waiting: _Waiting | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
     finished: list[bool] = field(default_factory=list)  # per trial told by a slot: was it a repeat
+    aside: list[tuple[tuple[str, ...], float]] = field(default_factory=list)  # full GPUs, until (monotonic)
 
     # ------------------------------------------------------------------------------ the parent's steps
 
@@ -218,7 +235,28 @@ class _Parallel:
             if slot.error is not None:
                 err = f"{type(slot.error).__name__}: {slot.error}"
                 self.run.reporter.message(f"trial {number} stopped by an error ({err}); queued again")
+            if slot.busy is not None:
+                self._set_aside(number, blocked_gpus(slot.gpus, slot.busy), slot.busy)
         return bool(ended)
+
+    def _set_aside(self, number: int, gpus: tuple[str, ...], busy: GpuBusy) -> None:
+        """Keep ``gpus`` (full of another process's memory) from the next trials for ``resources.gpu_wait_s``."""
+        wait_s = float((self.run.spec.resources or {}).get("gpu_wait_s", DEFAULT_GPU_WAIT_S))
+        if self.placement.take(gpus):
+            self.aside.append((gpus, time.monotonic() + wait_s))
+        self.run.reporter.message(
+            f"trial {number} given back ({GPU_BUSY}): {busy}; queued again; "
+            f"GPU {','.join(gpus)} set aside for {wait_s:.0f} s"
+        )
+
+    def restore(self) -> bool:
+        """Give the GPUs set aside whose time is up back to placement; whether any came back."""
+        now = time.monotonic()
+        due = [a for a in self.aside if a[1] <= now]
+        for gpus, _until in due:
+            self.aside.remove((gpus, _until))
+            self.placement.release(gpus)
+        return bool(due)
 
     def interrupt(self) -> None:
         """Ctrl-C: give every trial back, stop every server, wait for the slots; raises Interrupted."""
@@ -232,6 +270,7 @@ class _Parallel:
                 workers.give_back(run.opened.handle, w.trial, run.spec, {record.ATTR_INTERRUPTED: True})
             w.hold.close()
         while self.slots:
+            cancel_running_load()  # every slot's load or GPU wait; each slot then gives its trial back
             signal_own_servers(run.runtime_dir)
             self.wait(0.5)
         raise Interrupted(f"interrupted; trial(s) {sorted(numbers)} queued again; {run.resume_hint}")
@@ -247,6 +286,9 @@ class _Parallel:
                 result = _measure(slot_run, w.trial, w.trial_id, w.params)
             except Interrupted:
                 return  # given back by _measure
+            except GpuBusy as e:  # given back by _measure; the parent sets the full GPUs aside
+                self.slots[number].busy = e
+                return
             if self.stopping.is_set():  # its server was stopped by Ctrl-C: no verdict on the config
                 _give_back(slot_run, w.trial, {record.ATTR_INTERRUPTED: True})
                 return
@@ -273,6 +315,7 @@ def optimize_parallel(
         while True:
             if run.guard.count:
                 p.interrupt()
+            look = p.restore() or look
             if p.waiting is not None and p.launch():
                 look = True
             if p.waiting is None and look and p.placement.free:
@@ -287,4 +330,4 @@ def optimize_parallel(
         run.repeats += sum(p.finished)
 
 
-__all__ = ["model_shape", "on_gpus", "optimize_parallel"]
+__all__ = ["blocked_gpus", "model_shape", "on_gpus", "optimize_parallel"]

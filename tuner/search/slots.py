@@ -15,6 +15,8 @@ Contracts:
   (start a multiple of ``size``) when one is free, else the lowest free GPUs; two running trials never
   share a GPU. Sizes that divide the GPU count and are placed aligned (powers of two on 2, 4 or 8 GPUs)
   never fragment: a free aligned block exists whenever enough GPUs of the right alignment are free.
+* **Set aside** (:meth:`Placement.take`): GPUs held busy without a trial (another process filled them);
+  :meth:`Placement.release` gives them back.
 * **Waiting** is first come, first served: :meth:`Placement.place` returns None when the trial does not fit
   now; the scheduler keeps that trial at the head (asking the sampler for nothing new) until a release
   makes room, so a large trial is never starved by small ones.
@@ -129,6 +131,15 @@ class Placement:
             chosen = [i for i in range(n) if i not in self._busy][:size]
         self._busy.update(chosen)
         return tuple(self.gpus[i] for i in chosen)
+
+    def take(self, gpus: Sequence[str]) -> bool:
+        """Mark these GPUs busy (set aside: no trial is placed on them) when every one is free; whether it
+        did. Released with :meth:`release`."""
+        idx = [self.gpus.index(g) if g in self.gpus else -1 for g in gpus]
+        if not idx or any(i < 0 or i in self._busy for i in idx):
+            return False
+        self._busy.update(idx)
+        return True
 
     def release(self, gpus: Sequence[str]) -> None:
         """Free GPUs a trial held. Raises :class:`PlacementError` for a GPU that was not busy."""

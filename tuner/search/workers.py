@@ -1,11 +1,15 @@
 """Who runs a trial, and whether it still runs: worker records, heartbeats, orphan repair, requeue.
 
 * **Worker** — every trial a loop runs stores user attr ``worker`` (host, pid, pid start time, boot id) and
-  ``heartbeat_at``, which a thread renews every :data:`HEARTBEAT_S` while the trial runs.
+  ``heartbeat_at``, which a thread renews every :func:`heartbeat_interval_s` while the trial runs. The host
+  is ``$TUNER_WORKER_HOST`` (:data:`HOST_ENV`) when set, else the hostname; the boot id recorded under
+  another identity than the hostname is prefixed with it, so two identities on one machine are two hosts
+  (judged by heartbeat, never by pid).
 * **Dead** — a RUNNING trial's worker is dead when: same host and boot, and the pid is gone or now runs
   another process (its start time differs); same host, another boot id; another host (or no worker
-  record), no heartbeat for ``grace_s`` (:data:`GRACE_S`). A trial of this very process is alive only while
-  one of its loops runs it (:func:`running_here`).
+  record), no heartbeat for ``grace_s`` (:func:`heartbeat_grace_s`: ``$TUNER_HEARTBEAT_GRACE_S``, else
+  :data:`GRACE_S`). A trial of this very process is alive only while one of its loops runs it
+  (:func:`running_here`).
 * **Resume** — :func:`repair_orphans` marks every RUNNING trial of a dead worker FAIL with user attr
   ``interrupted`` and queues its params again (:func:`requeue`: ``enqueue_trial``), unless a finished or
   queued trial already has them; a repeat of ``tuner confirm`` is queued again as a repeat (``repeat_of``). The state change is atomic, so with several workers only the one that made
@@ -26,6 +30,7 @@ shape of Optuna's heartbeat thread and :func:`requeue` that of its stale-trial c
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -40,6 +45,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.config.spec import StudySpec
+from tuner.errors import UsageError
 from tuner.search.record import (
     ATTR_BASELINE,
     ATTR_BASELINE_FLAGS,
@@ -56,10 +62,13 @@ from tuner.search.record import (
 from tuner.search.study import StudyHandle
 from tuner.server.procs import pid_alive, process_starttime
 
-#: seconds between two heartbeats of a running trial
+#: seconds between two heartbeats of a running trial (at most; see :func:`heartbeat_interval_s`)
 HEARTBEAT_S = 30.0
 #: a trial of another host (or without a worker record) is dead after this long without a heartbeat
 GRACE_S = 600.0
+#: environment variables: this worker's host identity; the heartbeat grace in seconds
+HOST_ENV = "TUNER_WORKER_HOST"
+GRACE_ENV = "TUNER_HEARTBEAT_GRACE_S"
 #: Optuna's system attribute holding a queued trial's params
 _FIXED_PARAMS = "fixed_params"
 
@@ -89,9 +98,40 @@ class Worker:
         return out
 
 
-def this_worker() -> Worker:
-    """The current process as a :class:`Worker`."""
-    return Worker(socket.gethostname(), os.getpid(), process_starttime(os.getpid()), _boot_id())
+def this_worker(environ: Mapping[str, str] | None = None) -> Worker:
+    """The current process as a :class:`Worker`. Host: ``$TUNER_WORKER_HOST`` of ``environ`` (default
+    ``os.environ``) when set and not blank, else the hostname. When it names another host than the hostname,
+    the boot id is ``HOST/BOOT_ID``: never the boot id of a worker under another identity."""
+    env = os.environ if environ is None else environ
+    hostname = socket.gethostname()
+    host = env.get(HOST_ENV, "").strip() or hostname
+    boot = _boot_id()
+    if host != hostname and boot is not None:
+        boot = f"{host}/{boot}"
+    return Worker(host, os.getpid(), process_starttime(os.getpid()), boot)
+
+
+def heartbeat_grace_s(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds without a heartbeat after which another host's trial is dead: ``$TUNER_HEARTBEAT_GRACE_S`` of
+    ``environ`` (default ``os.environ``) when set and not blank, else :data:`GRACE_S`. Raises
+    :class:`~tuner.errors.UsageError` for a value that is not a positive finite number."""
+    env = os.environ if environ is None else environ
+    raw = env.get(GRACE_ENV, "").strip()
+    if not raw:
+        return GRACE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{GRACE_ENV}={raw!r}: expected a positive number of seconds (default {GRACE_S:g})")
+    return value
+
+
+def heartbeat_interval_s(grace_s: float) -> float:
+    """Seconds between two heartbeats for workers judged with ``grace_s``: :data:`HEARTBEAT_S`, or a quarter
+    of a shorter grace (a live trial then never goes a grace without a beat)."""
+    return min(HEARTBEAT_S, grace_s / 4)
 
 
 def _boot_id() -> str | None:
@@ -122,15 +162,17 @@ def trial_is_orphan(
     trial: FrozenTrial,
     *,
     now: float,
-    grace_s: float = GRACE_S,
+    grace_s: float | None = None,
     me: Worker | None = None,
     running: Collection[int] = (),
 ) -> bool:
     """True when ``trial`` is RUNNING but the process running it is dead (see the module docstring).
-    ``running``: the numbers of the trials of its study that this process runs now."""
+    ``running``: the numbers of the trials of its study that this process runs now. ``grace_s`` and ``me``
+    default to :func:`heartbeat_grace_s` and :func:`this_worker`."""
     if trial.state != TrialState.RUNNING:
         return False
     me = me or this_worker()
+    grace_s = heartbeat_grace_s() if grace_s is None else grace_s
     info = trial.user_attrs.get(ATTR_WORKER)
     heartbeat = trial.user_attrs.get(ATTR_HEARTBEAT)
     if not isinstance(heartbeat, int | float):
@@ -152,12 +194,14 @@ def trial_is_orphan(
 
 
 def repair_orphans(
-    handle: StudyHandle, spec: StudySpec, *, grace_s: float = GRACE_S, me: Worker | None = None
+    handle: StudyHandle, spec: StudySpec, *, grace_s: float | None = None, me: Worker | None = None
 ) -> list[int]:
     """Mark every RUNNING trial of a dead worker FAIL (``interrupted``) and queue its params again.
-    Returns the numbers of the trials repaired by this call (see the module docstring)."""
+    Returns the numbers of the trials repaired by this call (see the module docstring; defaults as
+    :func:`trial_is_orphan`)."""
     now = time.time()
     me = me or this_worker()
+    grace_s = heartbeat_grace_s() if grace_s is None else grace_s
     running = _RUNNING.get(handle.study.study_name, set())
     repaired: list[int] = []
     for t in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

@@ -11,6 +11,10 @@ Classes (each stored with the trial, together with the last log lines):
                        below recognises.
 * ``load_errors``      too many requests failed while the server stayed up.
 * ``port_in_use``      the port was taken between choice and bind (internal: the runner retries).
+* ``gpu_busy``         not a property of the configuration: before the start, a GPU of the trial's set lacked
+                       the free memory ``gpu-memory-utilization`` asks for (another process held it) for the
+                       whole wait (:mod:`tuner.measure.gpufree`); the trial is given back (FAIL) and queued
+                       again, never told as a failure of its configuration.
 
 Contract of :func:`classify_start_failure` (the server never became healthy):
 
@@ -38,6 +42,8 @@ INTERRUPTED = "interrupted"
 INFEASIBLE = "infeasible"
 #: the port was taken between choice and bind; never stored: the caller retries on another port
 PORT_IN_USE = "port_in_use"
+#: the trial's GPUs lacked free memory before the start (another process held it): given back, queued again
+GPU_BUSY = "gpu_busy"
 
 OOM = "oom"
 INVALID_CONFIG = "invalid_config"

@@ -17,7 +17,9 @@ Contract:
   functions. It is initialised in ``__enter__`` and shut down in ``__exit__`` (NVML counts its inits).
 
 :func:`gpu_memory_used_mib` (memory used per selected GPU, for waiting until a stopped server has let its
-memory go) and :func:`static_facts` (what :mod:`tuner.measure.envinfo` records) open and close NVML themselves.
+memory go), :func:`gpu_memory_state` (memory and processes per selected GPU, for
+:mod:`tuner.measure.gpufree`'s check before a start) and :func:`static_facts` (what
+:mod:`tuner.measure.envinfo` records) open and close NVML themselves.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+
+from tuner.measure.gpufree import GpuMemory, GpuProcess
 
 log = logging.getLogger("tuner.measure.telemetry")
 
@@ -216,6 +220,45 @@ def gpu_memory_used_mib(nvml: Any | None = None, visible_devices: str | None = N
         return None
     finally:
         s.close()
+
+
+def gpu_memory_state(nvml: Any | None = None, visible_devices: str | None = None) -> list[GpuMemory] | None:
+    """Each selected GPU's memory now (total, used, free MiB) and the processes NVML lists on it
+    (``nvmlDeviceGetComputeRunningProcesses`` and, where present, the graphics ones; ``processes`` None
+    when neither answers), in ``CUDA_VISIBLE_DEVICES`` order; ``None`` without NVML. Never raises."""
+    try:
+        s = _open(nvml, visible_devices)
+    except Exception:
+        return None
+    try:
+        out = []
+        for g, h in zip(s.gpus, s.handles, strict=True):
+            mem = s.nvml.nvmlDeviceGetMemoryInfo(h)
+            used, total = int(mem.used) // _MIB, int(mem.total) // _MIB
+            free = int(getattr(mem, "free", int(mem.total) - int(mem.used))) // _MIB
+            out.append(GpuMemory(g.index, total, used, free, _processes(s.nvml, h)))
+        return out
+    except Exception:
+        return None
+    finally:
+        s.close()
+
+
+def _processes(nvml: Any, h: Any) -> tuple[GpuProcess, ...] | None:
+    lists: list[list[Any] | None] = []
+    for name in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        try:
+            lists.append(list(getattr(nvml, name)(h)))
+        except Exception:  # not in this pynvml, NotSupported ...
+            lists.append(None)
+    if all(found is None for found in lists):
+        return None
+    seen: dict[int, GpuProcess] = {}
+    for p in (p for found in lists for p in found or ()):
+        used = getattr(p, "usedGpuMemory", None)  # bytes; None where NVML does not say
+        pid = int(p.pid)
+        seen.setdefault(pid, GpuProcess(pid, int(used) // _MIB if isinstance(used, int) else None))
+    return tuple(seen.values())
 
 
 def static_facts(nvml: Any | None = None, visible_devices: str | None = None) -> dict[str, Any] | None:
