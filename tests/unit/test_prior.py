@@ -272,3 +272,21 @@ class _BrokenStudy:
 def test_a_failed_refit_is_one_line_never_an_exception() -> None:
     note = refit_study(_BrokenStudy(), _spec(prior={"hardware": "H100"}))  # type: ignore[arg-type]
     assert note == "simulator refit skipped: RuntimeError: database is locked"
+
+
+def test_error_summary_of_a_real_study(tmp_path: Any) -> None:
+    """The warm-started H200 study (results/h200/): every trial stored its prediction; the summary names
+    the metrics asked for, with the absolute errors' median and max, and skips a metric nobody predicted."""
+    import shutil
+    from pathlib import Path
+
+    from tuner.search.prior import error_summary
+
+    db = tmp_path / "warm.db"
+    shutil.copy(Path(__file__).resolve().parents[2] / "results/h200/h200-llama8b-warm.db", db)
+    study = optuna.load_study(study_name="h200-llama8b-warm", storage=f"sqlite:///{db}")
+    text = error_summary(study.get_trials(), ["output_throughput", "ttft_p99", "not_a_metric"])
+    assert text is not None
+    assert text.startswith("output_throughput median 10 %, max 12 % (7 trials); ttft_p99 median 4 %")
+    assert "not_a_metric" not in text
+    assert error_summary([], ["output_throughput"]) is None

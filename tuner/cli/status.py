@@ -66,6 +66,8 @@ def handle(args: argparse.Namespace, console: Console) -> int:
             metric = r["objective"]
             shown = "; ".join(describe_confirmed(c, unit(metric)) for c in r["confirmed"])
             console.print(f"  confirmed ({metric}, {r['repeats']} repeats): {shown}")
+        if r.get("sim_error"):
+            console.print(f"  simulator's prediction error: {r['sim_error']}")
         if r.get("sim_refit"):
             console.print(f"  simulator refit: {r['sim_refit']}")
     return 0

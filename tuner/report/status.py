@@ -93,9 +93,11 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     was sent, :func:`tuner.report.traffic.describe_traffic`; "" when no trial stored it), ``starts`` (:meth:`StartSummary.to_dict`, None for a
     study without compile-key records), ``objective`` (the first objective's metric) and ``confirmed``
     (:func:`confirmed`, on that objective), ``sim_refit`` (the simulator's refit constants in words,
-    :func:`tuner.search.prior.refit_summary`; None without one)."""
+    :func:`tuner.search.prior.refit_summary`; None without one) and ``sim_error`` (the simulator's
+    prediction error over the finished trials, :func:`tuner.search.prior.error_summary`; None without
+    predictions)."""
     from tuner.report.pareto import best_so_far, metric_names
-    from tuner.search.prior import refit_summary
+    from tuner.search.prior import error_summary, refit_summary
     from tuner.search.workers import trial_is_orphan
 
     trials = study.get_trials(deepcopy=False)
@@ -104,7 +106,11 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     done = [r for r in records if r.finished]
     complete = [r for r in done if r.repeat_of is None]
     running = [t for t in trials if t.state == TrialState.RUNNING and not trial_is_orphan(t, now=now)]
-    budget = read_study(study).budget
+    stored = read_study(study)
+    budget = stored.budget
+    slo = (stored.spec or {}).get("slo")
+    limits = slo.items() if isinstance(slo, dict) else ()
+    slo_metrics = [k.removesuffix("_ms") for k, v in limits if isinstance(k, str) and v is not None]
     launched = [r.seconds for r in complete if r.launched and r.seconds is not None]
     left: float | None = None
     remaining = max(budget - len(complete), 0) if budget is not None else 0
@@ -131,6 +137,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "objective": metric_names(study)[0],
         "confirmed": confirmed(records, study.directions[0] == optuna.study.StudyDirection.MAXIMIZE),
         "sim_refit": refit_summary(study),
+        "sim_error": error_summary(trials, [metric_names(study)[0], *slo_metrics]),
     }
 
 

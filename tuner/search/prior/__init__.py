@@ -19,6 +19,7 @@ from __future__ import annotations
 from tuner.search.prior._measured import measured_metrics, prediction_errors
 from tuner.search.prior._predictions import (
     REFIT_N,
+    error_summary,
     prediction_refit_n,
     store_prediction,
     stored_prediction,
@@ -47,6 +48,7 @@ __all__ = [
     "Params",
     "PriorUnavailable",
     "SimTarget",
+    "error_summary",
     "measured_metrics",
     "observations",
     "predict_for",

@@ -4,13 +4,14 @@ Contract: :func:`store_prediction` / :func:`stored_prediction` write and read a 
 (``ATTR_PREDICTION``); with a stored refit (:func:`tuner.search.prior.stored_refit`), the prediction is made
 with the refit constants and records how many trials the refit had seen (:data:`REFIT_N`, read back by
 :func:`prediction_refit_n`; 0: the profile's own constants). :func:`trial_errors`: predicted vs measured of
-one finished trial.
+one finished trial; :func:`error_summary`: over a study's trials, in words.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -19,7 +20,7 @@ from tuner.config.spec import StudySpec
 from tuner.search.prior._measured import measured_metrics, prediction_errors
 from tuner.search.prior._refit import stored_refit
 from tuner.search.prior._target import sim_target
-from tuner.search.record import ATTR_PREDICTION, ATTR_RUN_PARAMS, read
+from tuner.search.record import ATTR_PREDICTION, ATTR_RUN_PARAMS, FINISHED_STATES, read
 from tuner.sim.predict import Prediction
 
 #: key in a stored prediction: how many trials the refit it was made with had seen (0: none)
@@ -68,3 +69,23 @@ def prediction_refit_n(t: FrozenTrial) -> int | None:
     d = t.user_attrs.get(ATTR_PREDICTION)
     n = d.get(REFIT_N) if isinstance(d, Mapping) else None
     return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+def error_summary(trials: Iterable[FrozenTrial], metrics: Sequence[str]) -> str | None:
+    """The simulator's error over a study's finished trials in words, for each of ``metrics`` that some
+    trial has both predicted and measured: "output_throughput median 10 %, max 19 % (11 trials)"; None
+    when no trial has a prediction and a measurement. Errors are :func:`prediction_errors`' (absolute)."""
+    per: dict[str, list[float]] = {m: [] for m in metrics}
+    for t in trials:
+        if t.state not in FINISHED_STATES:
+            continue
+        errs = trial_errors(t)
+        for m in metrics:
+            if m in errs:
+                per[m].append(abs(errs[m]))
+    parts = [
+        f"{m} median {statistics.median(v):.0%}, max {max(v):.0%} ({len(v)} trials)"
+        for m, v in per.items()
+        if v
+    ]
+    return "; ".join(parts).replace("%", " %") or None
