@@ -225,22 +225,26 @@ def run_search(
     sampler: Callable[[], optuna.samplers.BaseSampler],
     n_trials: int,
     enqueue: Sequence[Mapping[str, Value]] = (),
+    told: Sequence[tuple[Mapping[str, Value], Outcome]] = (),
 ) -> list[float]:
     """One study on a scenario's exhaustive ``table``, as tuner's loop gives it the objective and the
     constraints: the trials of ``enqueue`` first (params), then ``sampler()``'s; returns the best feasible
-    score as a fraction of ``opt`` after each trial."""
+    score as a fraction of ``opt`` after each trial. ``told``: trials told to the study before those, with
+    the given outcomes instead of the table's (a prior's simulated trials; not counted, not in the curve)."""
     best = 0.0
     curve: list[float] = []
 
     def objective(trial: optuna.Trial) -> float:
         values = {name: suggest_from(trial, name, d) for name, d in sc.space.items()}
-        o = table[sc.snap(values)]
+        o = told[trial.number][1] if trial.number < len(told) else table[sc.snap(values)]
         for k, v in o.constraints.items():
             trial.set_constraint(k, v)
         return o.score
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal best
+        if trial.number < len(told):
+            return
         o = table[sc.snap(trial.params)]
         if o.feasible:
             best = max(best, o.score)
@@ -249,9 +253,9 @@ def run_search(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's experimental-feature warnings
         study = optuna.create_study(direction="maximize", sampler=sampler())
-        for params in enqueue:
+        for params in [*(p for p, _ in told), *enqueue]:
             study.enqueue_trial(dict(params))
-        study.optimize(objective, n_trials=n_trials, callbacks=[record])
+        study.optimize(objective, n_trials=len(told) + n_trials, callbacks=[record])
     return curve
 
 

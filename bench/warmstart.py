@@ -2,6 +2,7 @@
 
     python bench/warmstart.py                # make bench-warmstart: every scenario, 20 seeds; docs/warmstart.md
     python bench/warmstart.py --quick        # 2 scenarios (QUICK), 4 seeds, 60 prior trials: a smoke run
+    python bench/warmstart.py --told         # enqueued only vs told to TPE too, wrong priors; docs/warmstart.md
 
 The "world" is the simulator (each scenario of ``bench/scenarios.py`` and its exhaustive optimum, exactly as
 ``bench/search_efficiency.py`` computes them, under tuner's capacity rule). The "prior" is the simulator
@@ -18,6 +19,11 @@ Reported: trials to reach 95 % of the world's optimum (median, worst decile, sha
 scenario and pooled; the paired difference warm - cold per seed (the same TPE seed), and how often the warm
 start made the study worse and by how much. Goals (issue 14): median trials halved; a wrong prior never
 worse than cold by more than one trial at the median.
+
+``--told`` answers the other way to give TPE the prior's knowledge: besides the picks, every simulated
+trial of the (wrong) prior is told to the search study first, with the prior's predicted score and SLO
+constraints (:func:`tuner.search.prior.as_told`, as its simulated study scored them), so TPE's model starts
+from them; the same seeds with the picks only are the paired comparison.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from _common import ROOT, common_args, pool_map
 from scenarios import SCENARIOS, Scenario
 from search_efficiency import (
     K_MAX,
+    Outcome,
     Point,
     _pct,
     baseline_params,
@@ -47,7 +54,7 @@ from search_efficiency import (
     write_doc,
 )
 
-from tuner.search.prior import SimTarget, simulated_study, top_distinct
+from tuner.search.prior import SimTarget, as_told, simulated_study, top_distinct
 from tuner.search.samplers import make_sampler
 from tuner.sim.args import config_from_flags
 from tuner.sim.hardware import get_hardware
@@ -78,8 +85,12 @@ def prior_predict(sc: Scenario, prior: str, params: dict[str, object]) -> Predic
     return predict(dataclasses.replace(cfg, hw=hw), sc.workload, sc.slo, sc.capacity)
 
 
-def _prior_picks(task: tuple[str, str, int, int, int]) -> tuple[str, str, list[Point], float]:
-    """One warm start: the prior's top distinct grid points (and the seconds it took)."""
+Told = list[tuple[dict[str, Any], Outcome]]
+
+
+def _prior_picks(task: tuple[str, str, int, int, int]) -> tuple[str, str, list[Point], float, Told]:
+    """One warm start: the prior's top distinct grid points, the seconds it took, and its simulated trials
+    as a study is told them (snapped params, the prior's outcome)."""
     sc_name, prior, n_trials, top, seed = task
     sc = next(s for s in SCENARIOS if s.name == sc_name)
     t0 = time.monotonic()
@@ -96,16 +107,24 @@ def _prior_picks(task: tuple[str, str, int, int, int]) -> tuple[str, str, list[P
         ({p.name: v for p, v in zip(sc.params, sc.snap(params), strict=True)}, r) for params, r in results
     ]
     picks = top_distinct(snapped, top, metric=METRIC, direction="maximize")
-    return sc_name, prior, [sc.snap(p) for p, _ in picks], time.monotonic() - t0
+    told: Told = []
+    for params, r in snapped:
+        score, cons = as_told(r, metric=METRIC, direction="maximize", slo=sc.slo)
+        told.append((params, Outcome(score, cons, r.failure is None and max(cons.values()) <= 0)))
+    return sc_name, prior, [sc.snap(p) for p, _ in picks], time.monotonic() - t0, told
 
 
-#: the prior's picks by (scenario, prior), kept for the search workers (set before they fork)
+#: the prior's picks and simulated trials by (scenario, prior), kept for the search workers (set before
+#: they fork)
 _PICKS: dict[tuple[str, str], list[Point]] = {}
+_TOLD: dict[tuple[str, str], Told] = {}
 
 
-def _search(task: tuple[str, str, int]) -> tuple[str, str, int, list[float]]:
-    """One real search (the world's table): baseline, the prior's picks (prior ``"cold"``: none), TPE."""
-    sc_name, prior, seed = task
+def _search(task: tuple[str, str, int] | tuple[str, str, int, bool]) -> tuple[str, str, int, list[float]]:
+    """One real search (the world's table): baseline, the prior's picks (prior ``"cold"``: none), TPE; with
+    a fourth element true, the prior's simulated trials are told to the study first (``--told``)."""
+    sc_name, prior, seed = task[:3]
+    told = _TOLD[(sc_name, prior)] if len(task) > 3 and task[3] else []
     sc = next(s for s in SCENARIOS if s.name == sc_name)
     picks = [
         {p.name: v for p, v in zip(sc.params, pt, strict=True)} for pt in _PICKS.get((sc_name, prior), [])
@@ -118,6 +137,7 @@ def _search(task: tuple[str, str, int]) -> tuple[str, str, int, list[float]]:
         lambda: make_sampler("tpe", seed=seed, n_objectives=1, constraints_func=None, search_space=sc.space),
         K_MAX,
         [baseline_params(sc), *picks],
+        told,
     )
     return sc_name, prior, seed, curve
 
@@ -211,6 +231,59 @@ def report(
         f"Prior run time (simulated study + picks), median {np.median(list(prior_s.values())):.0f} s, max "
         f"{max(prior_s.values()):.0f} s per scenario and prior. Wall time {elapsed:.0f} s on {args.procs} processes "
         f"({os.cpu_count()} cores).",
+    ]
+    return lines
+
+
+TOLD_START, TOLD_END = "<!-- warmstart-told:start -->", "<!-- warmstart-told:end -->"
+TOLD_SECTION = "Enqueued only, or told to TPE too"
+
+
+def told_report(
+    curves: dict[tuple[str, int, bool], list[float]],
+    scenarios: Sequence[Scenario],
+    args: argparse.Namespace,
+    elapsed: float,
+) -> list[str]:
+    """The table of ``--told``: trials to 95 % with the wrong prior's picks only and with its simulated
+    trials told to TPE too, per scenario and pooled, and the paired difference (told - picks only)."""
+    lines = [
+        f"Wrong priors only ({', '.join(WRONG)}[seed mod {len(WRONG)}]), {args.prior_trials} simulated trials "
+        f"each, top {args.top}, {args.seeds} seeds a scenario; trials to 95 % of the optimum (a search that "
+        f"never got there counts as {K_MAX + 1}).",
+        "",
+        "| scenario | picks only: median / worst 10% / mean | picks + told: median / worst 10% / mean | "
+        "told - picks per seed: median / worse by >1 / better by >1 |",
+        "|---|---|---|---|",
+    ]
+    pooled: dict[bool, list[float]] = {False: [], True: []}
+    diffs: list[float] = []
+    for sc in scenarios:
+        per = {
+            t: {s: trials_to(c) for (n, s, tt), c in curves.items() if n == sc.name and tt == t}
+            for t in pooled
+        }
+        cols = []
+        for t in (False, True):
+            v = [_cap(x) for x in per[t].values()]
+            pooled[t] += v
+            cols.append(f"{_fmt(_pct(v, 50))} / {_fmt(_pct(v, 90))} / {np.mean(v):.1f}")
+        d = [_cap(per[True][s]) - _cap(per[False][s]) for s in per[False] if s in per[True]]
+        diffs += d
+        lines.append(
+            f"| {sc.name} | {cols[0]} | {cols[1]} | {np.median(d):+.0f} / {np.mean([x > 1 for x in d]):.0%} / "
+            f"{np.mean([x < -1 for x in d]):.0%} |"
+        )
+    a, b = pooled[False], pooled[True]
+    lines += [
+        "",
+        f"Pooled over {len(a)} paired searches: picks only median {_fmt(_pct(a, 50))}, worst 10 % "
+        f"{_fmt(_pct(a, 90))}, mean {np.mean(a):.1f}; picks + told median {_fmt(_pct(b, 50))}, worst 10 % "
+        f"{_fmt(_pct(b, 90))}, mean {np.mean(b):.1f}. Told - picks only: median {np.median(diffs):+.0f}, worse by "
+        f"more than one trial in {np.mean([x > 1 for x in diffs]):.0%}, better by more than one in "
+        f"{np.mean([x < -1 for x in diffs]):.0%}.",
+        "",
+        f"Wall time {elapsed:.0f} s on {args.procs} processes ({os.cpu_count()} cores).",
     ]
     return lines
 
@@ -365,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--prior-trials", type=int, default=300)
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument(
+        "--told", action="store_true", help="wrong priors' simulated trials told to TPE too, vs picks only"
+    )
     ap.add_argument("--errors", metavar="DB", help="only the predicted-vs-measured table of a stored study")
     ap.add_argument("--study-file", help="with --errors: the study's file")
     ap.add_argument("--model", help="with --errors: the model shape to simulate (a built-in name)")
@@ -392,15 +468,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if s.name in names]
 
     optimum = {name: o.score for name, o in optima(scenarios, args.procs, t0)[1].items()}
-    tasks = [(sc.name, k, args.prior_trials, args.top, i) for sc in scenarios for i, k in enumerate(PRIORS)]
+    priors = WRONG if args.told else list(PRIORS)
+    tasks = [
+        (sc.name, k, args.prior_trials, args.top, i)
+        for sc in scenarios
+        for i, k in enumerate(PRIORS)
+        if k in priors
+    ]
     picks: dict[tuple[str, str], list[Point]] = {}
     prior_s: dict[tuple[str, str], float] = {}
-    for name, prior, pts, took in pool_map(_prior_picks, tasks, args.procs):
+    for name, prior, pts, took, told in pool_map(_prior_picks, tasks, args.procs):
         picks[(name, prior)], prior_s[(name, prior)] = pts, took
+        if args.told:
+            _TOLD[(name, prior)] = told
     print(f"[{time.monotonic() - t0:5.0f}s] priors done ({len(tasks)})", flush=True)
 
     _PICKS.update(picks)
     seeds = [args.seed_base + i for i in range(args.seeds)]
+    if args.told:
+        told_tasks = [
+            (sc.name, WRONG[i % len(WRONG)], s, told)
+            for sc in scenarios
+            for i, s in enumerate(seeds)
+            for told in (False, True)
+        ]
+        runs = pool_map(_search, told_tasks, args.procs)
+        told_curves = {(n, s, t[3]): c for (n, _, s, c), t in zip(runs, told_tasks, strict=True)}
+        lines = told_report(told_curves, scenarios, args, time.monotonic() - t0)
+        print("\n".join(lines))
+        if not args.quick and not args.no_write:
+            write_doc(lines, DOC, markers=(TOLD_START, TOLD_END), title="Warm start", section=TOLD_SECTION)
+            print(f"\nwritten: {DOC.relative_to(ROOT)}")
+        return 0
     search_tasks = [(sc.name, arm, s) for sc in scenarios for s in seeds for arm in ("cold", "right")]
     search_tasks += [(sc.name, WRONG[i % len(WRONG)], s) for sc in scenarios for i, s in enumerate(seeds)]
     curves = {(n, p, s): c for n, p, s, c in pool_map(_search, search_tasks, args.procs)}

@@ -265,3 +265,33 @@ def test_disk_full_mid_study_is_a_storage_error(tmp_path: Path) -> None:
         for _ in range(200):
             study.set_user_attr(f"k{_}", "x" * 4000)
     assert "disk is full" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_sim_hardware_overrides_the_prior_and_an_unknown_one_is_one_line(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tuner.cli.run import with_sim_hardware
+    from tuner.search.prior import sim_target
+
+    spec = load_spec(folder / "good.yaml")
+    assert with_sim_hardware(spec, None) is spec
+    h100 = with_sim_hardware(spec, "h100-sxm")
+    assert h100.prior is not None and h100.prior.hardware == "H100" and not h100.prior.sim
+    assert h100.prior.predict  # a file without prior gets predictions, no warm start
+    warm = spec.model_copy(
+        update={"prior": spec_prior(sim=True, hardware="L4"), "model": "meta-llama/Llama-3.1-8B-Instruct"}
+    )
+    l4_to_h200 = with_sim_hardware(warm, "H200")
+    assert l4_to_h200.prior is not None and l4_to_h200.prior.sim and l4_to_h200.prior.hardware == "H200"
+    assert sim_target(l4_to_h200).hardware.name == "H200"
+    before = digest(folder)
+    code, _out, err = run_cli(capsys, "run", str(folder / "good.yaml"), "--sim-hardware", "TPU-v9")
+    assert_one_line_error(code, err)
+    assert "TPU-v9" in err and "H200" in err  # the known profiles are listed
+    assert digest(folder) == before
+
+
+def spec_prior(**kw: Any) -> Any:
+    from tuner.config.spec import Prior
+
+    return Prior(**kw)

@@ -1,8 +1,10 @@
 """``tuner run`` / ``tuner resume STUDY.yaml [--n-trials N] [--timeout 8h] [--storage URL] [--gpus all|0,1]
-[--accept-changes]``:
+[--sim-hardware H100] [--accept-changes]``:
 create the study or go on with it, up to its budget (``resume`` refuses a study that does not exist yet; a
 study file changed in a way that invalidates the stored trials is refused unless ``--accept-changes``:
-:mod:`tuner.search.study`). ``--gpus``: trials in parallel on those GPUs (:mod:`tuner.search.parallel`)."""
+:mod:`tuner.search.study`). ``--gpus``: trials in parallel on those GPUs (:mod:`tuner.search.parallel`).
+``--sim-hardware``: the simulator's profile for the warm start and the per-trial predictions (it overrides
+the file's ``prior.hardware``; a file without ``prior`` gets predictions, no warm start)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,12 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
         help="run trials in parallel, each on its own GPUs (tensor-parallel-size x pipeline-parallel-size "
         "of them): all, or a list of indices or UUIDs like 0,1,2,3 (default: the study file's resources.gpus)",
     )
+    c.add_argument(
+        "--sim-hardware",
+        metavar="NAME",
+        help="the simulator's hardware profile for the warm start and the predictions, like H200, H100 or L4 (an "
+        "unknown name lists them; default: the study file's prior.hardware, else the GPU NVML names)",
+    )
     add_accept_changes(c)
 
 
@@ -48,7 +56,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     from tuner.cli.progress_rich import RichReporter
     from tuner.search.loop import run_study
 
-    spec = load_spec(args.study)
+    spec = with_sim_hardware(load_spec(args.study), args.sim_hardware)
     timeout = parse_duration(args.timeout) if args.timeout else None
     if args.storage is not None:
         from tuner.search.storage import parse_url
@@ -74,6 +82,23 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     )
     console.info(f"see the front: tuner pareto {args.study}")
     return 0
+
+
+def with_sim_hardware(spec: StudySpec, name: str | None) -> StudySpec:
+    """``spec`` with the simulator's profile ``name`` as its ``prior.hardware`` (a ``prior`` section with the
+    defaults, warm start off, when the file has none); ``spec`` itself for None. Raises :class:`UsageError`
+    for a profile the simulator does not have."""
+    if name is None:
+        return spec
+    from tuner.config.spec import Prior
+    from tuner.sim.hardware import get_hardware
+
+    try:
+        hw = get_hardware(name)
+    except KeyError as e:
+        raise UsageError(f"--sim-hardware: {e.args[0]}") from None
+    prior = spec.prior if spec.prior is not None else Prior()
+    return spec.model_copy(update={"prior": prior.model_copy(update={"hardware": hw.name})})
 
 
 def resolve_gpus(arg: str | None, spec: StudySpec) -> tuple[str, ...]:

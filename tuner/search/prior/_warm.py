@@ -10,6 +10,8 @@ Contract:
   :func:`simulated_study` after the baseline, each carrying its prediction (``ATTR_PREDICTION``) and rank
   (``ATTR_WARM_START``, read back by :func:`warm_start_rank`); never a configuration already in the study.
   Returns the lines to show: what was queued, or why nothing was (the study then starts the usual way).
+* :func:`as_told` — a prediction as a study is told it (objective value and SLO constraints), the rule
+  :func:`simulated_study` scores by.
 
 Simulated trials are never told to the real study: only the queued configurations reach it, so TPE learns
 from real measurements alone (docs/warmstart.md says why).
@@ -45,6 +47,24 @@ def _key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in params.items()))
 
 
+def as_told(
+    p: Prediction, *, metric: str, direction: str, slo: Mapping[str, float]
+) -> tuple[float, dict[str, float]]:
+    """A prediction as a study would be told it: the objective value (the worst one for a configuration that
+    would not start, or without ``metric``) and the constraints (observed / limit - 1 for each SLO metric,
+    :data:`FAILED_VIOLATION` when unknown; ``failed``: 1 for a start failure, else 0)."""
+    constraints = {}
+    for k, limit in slo.items():
+        v = p.metrics.get(k)
+        constraints[k] = (
+            FAILED_VIOLATION if v is None or not math.isfinite(v) else min(v / limit - 1, FAILED_VIOLATION)
+        )
+    constraints["failed"] = 0.0 if p.failure is None else 1.0
+    value = p.metrics.get(metric)
+    worst = 0.0 if direction == "maximize" else 1e12
+    return (worst if value is None or not math.isfinite(value) or p.failure else value), constraints
+
+
 def simulated_study(
     space: Mapping[str, BaseDistribution],
     evaluate: Callable[[Params], Prediction],
@@ -60,7 +80,6 @@ def simulated_study(
     the SLO as constraints (as a real study tells them); every trial's params and prediction, in order."""
     cache: dict[tuple[tuple[str, Any], ...], Prediction] = {}
     out: list[tuple[Params, Prediction]] = []
-    worst = 0.0 if direction == "maximize" else 1e12
 
     def objective(trial: optuna.Trial) -> float:
         params = {name: suggest_from(trial, name, d) for name, d in space.items()}
@@ -69,17 +88,10 @@ def simulated_study(
             cache[key] = evaluate(params)
         p = cache[key]
         out.append((params, p))
-        for k, limit in slo.items():
-            v = p.metrics.get(k)
-            c = (
-                FAILED_VIOLATION
-                if v is None or not math.isfinite(v)
-                else min(v / limit - 1, FAILED_VIOLATION)
-            )
+        value, constraints = as_told(p, metric=metric, direction=direction, slo=slo)
+        for k, c in constraints.items():
             trial.set_constraint(k, c)
-        trial.set_constraint("failed", 0.0 if p.failure is None else 1.0)
-        value = p.metrics.get(metric)
-        return worst if value is None or not math.isfinite(value) or p.failure else value
+        return value
 
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
