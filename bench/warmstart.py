@@ -2,7 +2,7 @@
 
     python bench/warmstart.py                # make bench-warmstart: every scenario, 20 seeds; docs/warmstart.md
     python bench/warmstart.py --quick        # 2 scenarios (QUICK), 4 seeds, 60 prior trials: a smoke run
-    python bench/warmstart.py --told         # enqueued only vs told to TPE too, wrong priors; docs/warmstart.md
+    python bench/warmstart.py --told         # wrong priors: picks queued vs simulated trials told to TPE
 
 The "world" is the simulator (each scenario of ``bench/scenarios.py`` and its exhaustive optimum, exactly as
 ``bench/search_efficiency.py`` computes them, under tuner's capacity rule). The "prior" is the simulator
@@ -20,10 +20,10 @@ scenario and pooled; the paired difference warm - cold per seed (the same TPE se
 start made the study worse and by how much. Goals (issue 14): median trials halved; a wrong prior never
 worse than cold by more than one trial at the median.
 
-``--told`` answers the other way to give TPE the prior's knowledge: besides the picks, every simulated
-trial of the (wrong) prior is told to the search study first, with the prior's predicted score and SLO
-constraints (:func:`tuner.search.prior.as_told`, as its simulated study scored them), so TPE's model starts
-from them; the same seeds with the picks only are the paired comparison.
+``--told`` measures the other way to give TPE the prior's knowledge, with the wrong priors: the prior's
+simulated trials told to the search study before the baseline, with the prior's predicted scores and SLO
+constraints (:func:`tuner.search.prior.as_told`, as its simulated study scored them), so that TPE's model
+starts from them; against cold, the picks (tuner's warm start) and both, on the same seeds.
 """
 
 from __future__ import annotations
@@ -120,14 +120,20 @@ _PICKS: dict[tuple[str, str], list[Point]] = {}
 _TOLD: dict[tuple[str, str], Told] = {}
 
 
-def _search(task: tuple[str, str, int] | tuple[str, str, int, bool]) -> tuple[str, str, int, list[float]]:
-    """One real search (the world's table): baseline, the prior's picks (prior ``"cold"``: none), TPE; with
-    a fourth element true, the prior's simulated trials are told to the study first (``--told``)."""
-    sc_name, prior, seed = task[:3]
-    told = _TOLD[(sc_name, prior)] if len(task) > 3 and task[3] else []
+#: how a search uses the prior: nothing, its picks queued (what tuner does), its simulated trials told to
+#: the study first, or both (``--told``)
+ARMS = ("cold", "picks", "told", "both")
+
+
+def _search(task: tuple[str, str, int, str]) -> tuple[str, str, int, list[float]]:
+    """One real search (the world's table) of ``task``'s arm (:data:`ARMS`): the baseline, the prior's picks
+    (arms picks, both), TPE; the prior's simulated trials told to the study first (arms told, both)."""
+    sc_name, prior, seed, arm = task
+    told = _TOLD[(sc_name, prior)] if arm in ("told", "both") else []
     sc = next(s for s in SCENARIOS if s.name == sc_name)
     picks = [
-        {p.name: v for p, v in zip(sc.params, pt, strict=True)} for pt in _PICKS.get((sc_name, prior), [])
+        {p.name: v for p, v in zip(sc.params, pt, strict=True)}
+        for pt in (_PICKS.get((sc_name, prior), []) if arm in ("picks", "both") else [])
     ]
     table, opt = world(sc_name)
     curve = run_search(
@@ -236,51 +242,58 @@ def report(
 
 
 TOLD_START, TOLD_END = "<!-- warmstart-told:start -->", "<!-- warmstart-told:end -->"
-TOLD_SECTION = "Enqueued only, or told to TPE too"
+TOLD_SECTION = "Queued picks, or the simulated trials told to TPE"
 
 
 def told_report(
-    curves: dict[tuple[str, int, bool], list[float]],
+    curves: dict[tuple[str, int, str], list[float]],
     scenarios: Sequence[Scenario],
     args: argparse.Namespace,
     elapsed: float,
 ) -> list[str]:
-    """The table of ``--told``: trials to 95 % with the wrong prior's picks only and with its simulated
-    trials told to TPE too, per scenario and pooled, and the paired difference (told - picks only)."""
+    """The table of ``--told``: trials to 95 % in each arm (:data:`ARMS`) with a wrong prior, per scenario
+    and pooled, and the paired difference of "told" (the prior's knowledge as data for TPE, no picks) to
+    "picks" (tuner's warm start)."""
     lines = [
         f"Wrong priors only ({', '.join(WRONG)}[seed mod {len(WRONG)}]), {args.prior_trials} simulated trials "
-        f"each, top {args.top}, {args.seeds} seeds a scenario; trials to 95 % of the optimum (a search that "
-        f"never got there counts as {K_MAX + 1}).",
+        f"each, top {args.top}, {args.seeds} seeds a scenario; trials to 95 % of the optimum, median / worst "
+        f"10 % / mean (a search that never got there counts as {K_MAX + 1}). cold: no prior; picks: the prior's "
+        "top distinct queued after the baseline (tuner's warm start); told: the prior's simulated trials told "
+        "to the study before the baseline (its predicted scores and SLO constraints), no picks; both.",
         "",
-        "| scenario | picks only: median / worst 10% / mean | picks + told: median / worst 10% / mean | "
-        "told - picks per seed: median / worse by >1 / better by >1 |",
-        "|---|---|---|---|",
+        "| scenario | "
+        + " | ".join(ARMS)
+        + " | told - picks per seed: median / worse by >1 / better by >1 |",
+        "|---|" + "---|" * len(ARMS) + "---|",
     ]
-    pooled: dict[bool, list[float]] = {False: [], True: []}
+    pooled: dict[str, list[float]] = {a: [] for a in ARMS}
     diffs: list[float] = []
     for sc in scenarios:
         per = {
-            t: {s: trials_to(c) for (n, s, tt), c in curves.items() if n == sc.name and tt == t}
-            for t in pooled
+            a: {s: _cap(trials_to(c)) for (n, s, arm), c in curves.items() if n == sc.name and arm == a}
+            for a in ARMS
         }
         cols = []
-        for t in (False, True):
-            v = [_cap(x) for x in per[t].values()]
-            pooled[t] += v
+        for a in ARMS:
+            v = list(per[a].values())
+            pooled[a] += v
             cols.append(f"{_fmt(_pct(v, 50))} / {_fmt(_pct(v, 90))} / {np.mean(v):.1f}")
-        d = [_cap(per[True][s]) - _cap(per[False][s]) for s in per[False] if s in per[True]]
+        d = [per["told"][s] - per["picks"][s] for s in per["picks"] if s in per["told"]]
         diffs += d
         lines.append(
-            f"| {sc.name} | {cols[0]} | {cols[1]} | {np.median(d):+.0f} / {np.mean([x > 1 for x in d]):.0%} / "
-            f"{np.mean([x < -1 for x in d]):.0%} |"
+            f"| {sc.name} | "
+            + " | ".join(cols)
+            + f" | {np.median(d):+.0f} / {np.mean([x > 1 for x in d]):.0%} / {np.mean([x < -1 for x in d]):.0%} |"
         )
-    a, b = pooled[False], pooled[True]
     lines += [
         "",
-        f"Pooled over {len(a)} paired searches: picks only median {_fmt(_pct(a, 50))}, worst 10 % "
-        f"{_fmt(_pct(a, 90))}, mean {np.mean(a):.1f}; picks + told median {_fmt(_pct(b, 50))}, worst 10 % "
-        f"{_fmt(_pct(b, 90))}, mean {np.mean(b):.1f}. Told - picks only: median {np.median(diffs):+.0f}, worse by "
-        f"more than one trial in {np.mean([x > 1 for x in diffs]):.0%}, better by more than one in "
+        "Pooled: "
+        + "; ".join(
+            f"{a} median {_fmt(_pct(v, 50))}, worst 10 % {_fmt(_pct(v, 90))}, mean {np.mean(v):.1f}"
+            for a, v in pooled.items()
+        )
+        + f" ({len(pooled['picks'])} searches each). Told - picks, paired: median {np.median(diffs):+.0f}, worse "
+        f"by more than one trial in {np.mean([x > 1 for x in diffs]):.0%}, better by more than one in "
         f"{np.mean([x < -1 for x in diffs]):.0%}.",
         "",
         f"Wall time {elapsed:.0f} s on {args.procs} processes ({os.cpu_count()} cores).",
@@ -487,10 +500,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = [args.seed_base + i for i in range(args.seeds)]
     if args.told:
         told_tasks = [
-            (sc.name, WRONG[i % len(WRONG)], s, told)
+            (sc.name, WRONG[i % len(WRONG)], s, arm)
             for sc in scenarios
             for i, s in enumerate(seeds)
-            for told in (False, True)
+            for arm in ARMS
         ]
         runs = pool_map(_search, told_tasks, args.procs)
         told_curves = {(n, s, t[3]): c for (n, _, s, c), t in zip(runs, told_tasks, strict=True)}
@@ -500,8 +513,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_doc(lines, DOC, markers=(TOLD_START, TOLD_END), title="Warm start", section=TOLD_SECTION)
             print(f"\nwritten: {DOC.relative_to(ROOT)}")
         return 0
-    search_tasks = [(sc.name, arm, s) for sc in scenarios for s in seeds for arm in ("cold", "right")]
-    search_tasks += [(sc.name, WRONG[i % len(WRONG)], s) for sc in scenarios for i, s in enumerate(seeds)]
+    search_tasks = [(sc.name, "cold", s, "cold") for sc in scenarios for s in seeds]
+    search_tasks += [(sc.name, "right", s, "picks") for sc in scenarios for s in seeds]
+    search_tasks += [
+        (sc.name, WRONG[i % len(WRONG)], s, "picks") for sc in scenarios for i, s in enumerate(seeds)
+    ]
     curves = {(n, p, s): c for n, p, s, c in pool_map(_search, search_tasks, args.procs)}
     print(f"[{time.monotonic() - t0:5.0f}s] searches done ({len(search_tasks)})", flush=True)
 
