@@ -13,17 +13,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 
 from tests.conftest import CPU_GMU
 from tests.studyfiles import real_vllm_study, tuner_cli
+from tuner.search.prior import stored_prediction, warm_start_rank
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
-def write_study(tmp_path: Path, model: Path, command: list[str], name: str, n_trials: int) -> Path:
+def write_study(
+    tmp_path: Path, model: Path, command: list[str], name: str, n_trials: int, **extra: Any
+) -> Path:
     return real_vllm_study(
         tmp_path,
         model,
@@ -45,6 +49,7 @@ def write_study(tmp_path: Path, model: Path, command: list[str], name: str, n_tr
         },
         slo={"ttft_p99_ms": 4000, "itl_p99_ms": 800},
         n_trials=n_trials,
+        **extra,
     )
 
 
@@ -58,9 +63,19 @@ def vllm_processes(model: Path) -> list[str]:
 
 
 def test_short_real_study(tmp_path: Path, tiny_model: Path, vllm_command: list[str]) -> None:
-    study = write_study(tmp_path, tiny_model, vllm_command, "real-study", n_trials=4)
+    # warm-started from the simulator's CPU profile (the tiny model's config.json is its shape): its best
+    # configuration is trial 1, and every trial stores the simulator's prediction beside its measurement
+    study = write_study(
+        tmp_path,
+        tiny_model,
+        vllm_command,
+        "real-study",
+        n_trials=4,
+        prior={"sim": True, "trials": 30, "top": 1},
+    )
     proc = tuner("run", str(study))
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "warm start" in proc.stdout + proc.stderr
 
     storage = f"sqlite:///{tmp_path / 'real-study.db'}"
     s = optuna.load_study(study_name="real-study", storage=storage)  # plain Optuna opens it
@@ -75,6 +90,12 @@ def test_short_real_study(tmp_path: Path, tiny_model: Path, vllm_command: list[s
     assert statuses.count("ok") >= 2, statuses
     ok = [t for t in done if t.user_attrs.get("status") == "ok"]
     assert all(t.values[0] > 0 for t in ok)
+    assert [warm_start_rank(t) for t in trials[:3]] == [None, 1, None]
+    assert all(stored_prediction(t) is not None for t in done), [t.user_attrs for t in done]
+    status = tuner("status", str(study))
+    assert status.returncode == 0, status.stderr
+    if len(ok) >= 1:
+        assert "simulator's prediction error" in status.stdout, status.stdout
 
     pareto = tuner("pareto", str(study), "--format", "json")
     assert pareto.returncode == 0, pareto.stderr
