@@ -83,7 +83,9 @@ def test_measure_real_vllm(tmp_path: Path, tiny_model: Path, vllm_command: list[
         d = m[key]
         # ITL p50 may be 0: on 2 busy cores the API server flushes several tokens' events in one TCP read
         assert 0 <= d["p50"] <= d["p90"] <= d["p99"] and d["p99"] > 0 and d["mean"] > 0, (key, d)
-    assert m["e2e_ms"]["p50"] > m["ttft_ms"]["p50"]
+    # a request whose tokens all came in the first TCP read (2 busy cores) has e2e == TTFT, so the medians
+    # may tie (seen once, beside another suite); over all requests the end comes later than the first token
+    assert m["e2e_ms"]["p50"] >= m["ttft_ms"]["p50"] and m["e2e_ms"]["mean"] > m["ttft_ms"]["mean"]
 
     agree = out["server_metrics"]["agreement"]
     print(json.dumps(agree, indent=2))
