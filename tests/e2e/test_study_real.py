@@ -94,8 +94,7 @@ def test_short_real_study(tmp_path: Path, tiny_model: Path, vllm_command: list[s
     assert all(stored_prediction(t) is not None for t in done), [t.user_attrs for t in done]
     status = tuner("status", str(study))
     assert status.returncode == 0, status.stderr
-    if len(ok) >= 1:
-        assert "simulator's prediction error" in status.stdout, status.stdout
+    assert "simulator's prediction error" in status.stdout, status.stdout  # >= 2 trials measured ok
 
     pareto = tuner("pareto", str(study), "--format", "json")
     assert pareto.returncode == 0, pareto.stderr

@@ -271,6 +271,7 @@ def test_sim_hardware_overrides_the_prior_and_an_unknown_one_is_one_line(
     folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tuner.cli.run import with_sim_hardware
+    from tuner.config.spec import Prior
     from tuner.search.prior import sim_target
 
     spec = load_spec(folder / "good.yaml")
@@ -279,7 +280,7 @@ def test_sim_hardware_overrides_the_prior_and_an_unknown_one_is_one_line(
     assert h100.prior is not None and h100.prior.hardware == "H100" and not h100.prior.sim
     assert h100.prior.predict  # a file without prior gets predictions, no warm start
     warm = spec.model_copy(
-        update={"prior": spec_prior(sim=True, hardware="L4"), "model": "meta-llama/Llama-3.1-8B-Instruct"}
+        update={"prior": Prior(sim=True, hardware="L4"), "model": "meta-llama/Llama-3.1-8B-Instruct"}
     )
     l4_to_h200 = with_sim_hardware(warm, "H200")
     assert l4_to_h200.prior is not None and l4_to_h200.prior.sim and l4_to_h200.prior.hardware == "H200"
@@ -289,9 +290,3 @@ def test_sim_hardware_overrides_the_prior_and_an_unknown_one_is_one_line(
     assert_one_line_error(code, err)
     assert "TPU-v9" in err and "H200" in err  # the known profiles are listed
     assert digest(folder) == before
-
-
-def spec_prior(**kw: Any) -> Any:
-    from tuner.config.spec import Prior
-
-    return Prior(**kw)
